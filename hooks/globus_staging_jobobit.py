@@ -1,0 +1,37 @@
+# PBS jobobit hook: remember the exit status the stage-out decision needs.
+# The job is read-only here and PBS commands would hang pbs_server, so the
+# status goes into the journal (SQLite, short timeout).  Stdlib only.
+import sys
+
+import pbs
+
+e = pbs.event()
+j = e.job
+try:
+    staged = j.Resource_List["stageout_globus"] is not None or \
+        j.Resource_List["stagein_globus"] is not None
+except AttributeError:
+    e.accept()
+if not staged:
+    e.accept()
+
+
+def _core():
+    import json
+    with open(pbs.hook_config_filename or "", encoding="utf-8") as fh:
+        path = json.load(fh).get("package_path")
+    if path and path not in sys.path:
+        sys.path.insert(0, path)
+    from pbs_globus_staging import hookcore
+    return hookcore
+
+
+try:
+    core = _core()
+    problem = core.jobobit(job_id=str(j.id), exit_status=j.Exit_status, has_request=True,
+                           config=core.load_config(pbs.hook_config_filename))
+except Exception as exc:
+    problem = "jobobit: %s" % (type(exc).__name__,)
+if problem:
+    pbs.logmsg(pbs.LOG_WARNING, "globus_staging: " + problem)
+e.accept()
