@@ -71,6 +71,8 @@ class TaskReport:
 class SubmitResult:
     task_id: str
     duplicate: bool = False   # Globus answered "Duplicate": the submission id was already used
+    adopted: bool = False     # Globus answered 409 Conflict: this is the already-active task
+                              # with identical paths (found by find_active_task)
 
 
 class TransferBackend(Protocol):

@@ -73,7 +73,7 @@ class Mailer(Protocol):
 
 # --------------------------------------------------------------------------- settings
 
-_ADDRESS_RE = re.compile(r"^[^\s@<>,;:\"\\]+(@[A-Za-z0-9.-]+)?$")
+_ADDRESS_RE = re.compile(r"^[^\s\x00-\x1f\x7f@<>,;:()\[\]\"\\]+(@[A-Za-z0-9.-]+)?$")
 
 
 def valid_address(addr: str) -> bool:
@@ -330,10 +330,25 @@ def run_command(argv: Sequence[str], *, timeout: float = DEFAULT_COMMAND_TIMEOUT
     return proc
 
 
+# Globus error texts, sendmail/SMTP replies and command output end up in logs
+# and mails; none of them should ever carry a credential.
+_SECRET_RES = (
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)\b((?:access|refresh|id)_?token|client_secret|password|passwd|secret)"
+               r"(\"?\s*[:=]\s*\"?)[^\s\"',&;]+"),
+)
+
+
+def redact(text: str) -> str:
+    """Mask anything that looks like a bearer token, password or client secret."""
+    text = _SECRET_RES[0].sub(lambda m: f"{m.group(1)} [redacted]", text)
+    return _SECRET_RES[1].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+
+
 def _snippet(data: Any) -> str:
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
-    text = " ".join(str(data or "").split())
+    text = redact(" ".join(str(data or "").split()))
     return text[:_OUTPUT_SNIPPET] + ("..." if len(text) > _OUTPUT_SNIPPET else "")
 
 

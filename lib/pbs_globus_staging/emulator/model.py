@@ -185,6 +185,7 @@ class Task:
     subtasks_expired: int = 0
     subtasks_skipped_errors: int = 0
     inactive_reason: Optional[str] = None
+    carry: float = 0.0               # fractional byte budget left from the last tick
     events: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     successful: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     skipped_errors: List[Dict[str, Any]] = dataclasses.field(default_factory=list)

@@ -1,0 +1,1056 @@
+"""The staging agent: one ``run()`` reads PBS, the journal and Globus, decides,
+and applies -- the only part that talks to Globus and the only part that
+changes jobs.
+
+A run is bounded by a time budget (the periodic hook's alarm).  Within it, a
+full pass (PBS read, new requests, submissions, stage-outs, vanished jobs) is
+followed by cheap Globus polls every ``poll_interval`` seconds, so a finished
+stage-in frees its job within seconds instead of a hook period.  Every step is
+idempotent and journalled first, so a run killed at any point (the alarm, a
+crash, ``kill -9``) is repaired by the next one: no transfer is submitted
+twice, no job is released early.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+from . import decide, states
+from .backend import Outcome, TaskReport, TransferBackend, TransferItem, TransferSpec
+from .decide import JobView, RequestStatus
+from .errors import FatalError, RequestError, RetryableError, StagingError, WaitingForUser
+from .pbsctl import JobGone, PbsCommands
+
+log = logging.getLogger("pbs_globus_staging.agent")
+
+# Transfer rows (journal) by Globus status.
+T_NEW, T_ACTIVE, T_INACTIVE = "new", "active", "inactive"
+T_SUCCEEDED, T_FAILED, T_CANCELED = "succeeded", "failed", "canceled"
+LIVE_TRANSFER = (T_NEW, T_ACTIVE, T_INACTIVE)
+
+_OUTCOME_STATUS = {
+    Outcome.DONE: T_SUCCEEDED, Outcome.FATAL: T_FAILED,
+    Outcome.WAITING_FOR_USER: T_INACTIVE, Outcome.RUNNING: T_ACTIVE,
+}
+
+
+def action_log(kind: str, **fields: object) -> None:
+    """One structured line per action: ``action=release job=12.srv ...``."""
+    parts = [f"action={kind}"]
+    for key, value in fields.items():
+        if value is None or value == "":
+            continue
+        text = str(value).replace("\n", " ")
+        if " " in text or "=" in text:
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    log.info(" ".join(parts))
+
+
+@dataclasses.dataclass
+class CycleStats:
+    started: float = 0.0
+    finished: float = 0.0
+    passes: int = 0
+    polls: int = 0
+    submitted: int = 0
+    released: int = 0
+    failed: int = 0
+    pbs_calls: int = 0
+    globus_calls: int = 0
+    errors: List[str] = dataclasses.field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resolved:
+    """A request parsed, expanded and checked against the site policy again."""
+
+    items: Tuple[Tuple[str, str, str, str, bool], ...]   # (src_coll, src, dst_coll, dst, recursive)
+    tasks: Tuple[str, ...]
+    options: object
+    normalized: str
+    key: str
+
+
+class Agent:
+    def __init__(self, *, config: object, journal: object, pbs: PbsCommands,
+                 backend: TransferBackend, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep,
+                 alerts: Optional[Callable[[List[dict]], None]] = None) -> None:
+        self.cfg = config
+        self.journal = journal
+        self.pbs = pbs
+        self.backend = backend
+        self.clock = clock
+        self.sleep = sleep
+        self.alerts = alerts
+        self._events: List[dict] = []
+        self._views: Dict[str, JobView] = {}
+        self._options_cache: Dict[str, object] = {}
+        self.stats = CycleStats()
+
+    # ------------------------------------------------------------------ config
+    def _agent(self, name: str, default: object) -> object:
+        return getattr(getattr(self.cfg, "agent", None), name, default)
+
+    def identity_for(self, owner: str) -> str:
+        mode = getattr(getattr(self.cfg, "credentials", None), "mode", "user")
+        return "site" if mode == "client" else owner
+
+    # --------------------------------------------------------------------- run
+    def run(self, *, budget: Optional[float] = None) -> CycleStats:
+        """One bounded agent run: a full pass, then polls until the budget ends."""
+        budget = float(budget if budget is not None else self._agent("cycle_budget", 15))
+        interval = float(self._agent("poll_interval", 2))
+        rescan = max(interval, float(self._agent("rescan_interval", 10)))
+        cpu0 = time.process_time()
+        start = self.clock()
+        self.stats = CycleStats(started=start)
+        cycle_id = self._journal_call("start_cycle", at=start)
+        try:
+            self.full_pass()
+            last_full = self.clock()
+            while True:
+                now = self.clock()
+                if now + interval + 0.5 > start + budget:
+                    break
+                if not self._has_live_work():
+                    break
+                self.sleep(interval)
+                if self.clock() - last_full >= rescan:
+                    self.full_pass()
+                    last_full = self.clock()
+                else:
+                    self.poll_pass()
+        except RetryableError as exc:
+            self.stats.errors.append(str(exc))
+            action_log("cycle_stopped", reason=str(exc))
+        finally:
+            self.stats.finished = self.clock()
+            self.stats.cpu_seconds = time.process_time() - cpu0
+            self.stats.pbs_calls = self.pbs.calls
+            self.stats.globus_calls = _total_calls(self.backend)
+            self._flush_alerts()
+            if cycle_id is not None:
+                self._journal_call(
+                    "finish_cycle", cycle_id, at=self.stats.finished, ok=self.stats.ok,
+                    error="; ".join(self.stats.errors)[:1000] or None,
+                    globus_calls=self.stats.globus_calls, pbs_calls=self.stats.pbs_calls,
+                    cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
+                    transfers=self.stats.submitted)
+        return self.stats
+
+    def _journal_call(self, name: str, *args: object, **kwargs: object) -> object:
+        try:
+            return getattr(self.journal, name)(*args, **kwargs)
+        except (RetryableError, AttributeError, TypeError) as exc:
+            log.warning("journal %s failed: %s", name, exc)
+            return None
+
+    def _has_live_work(self) -> bool:
+        return bool(self.journal.transfers(status=(T_NEW, T_ACTIVE, T_INACTIVE)))
+
+    # --------------------------------------------------------------- passes
+    def full_pass(self) -> None:
+        """Everything a cycle does; safe to repeat at any point."""
+        self.stats.passes += 1
+        now = self.clock()
+        views = self._read_pbs()
+        if views is not None:
+            self._views = views
+            self._register(views, now)
+        self._plan_and_submit(now)
+        changed = self._poll(now)
+        self._settle(changed, now)
+        if views is not None:
+            self._apply_stagein(views.values())
+            self._stageouts(views, now)
+            self._vanished(views, now)
+        self._reap_orphans(now)
+
+    def poll_pass(self) -> None:
+        """The cheap loop step: poll Globus; touch PBS only for what changed."""
+        now = self.clock()
+        self._plan_and_submit(now)
+        changed = self._poll(now)
+        jobs = self._settle(changed, now)
+        if jobs:
+            self._apply_stagein(self._views[j] for j in jobs if j in self._views)
+
+    # ---------------------------------------------------------------- PBS read
+    def _read_pbs(self) -> Optional[Dict[str, JobView]]:
+        try:
+            raw = self.pbs.jobs()
+        except RetryableError as exc:
+            # PBS (server or its database) is down: change nothing, say so,
+            # keep tracking transfers; the next cycle picks up from here.
+            self.stats.errors.append(str(exc))
+            action_log("pbs_unreachable", reason=str(exc))
+            return None
+        views = {}
+        for job_id, attrs in raw.items():
+            res = attrs.get("Resource_List") or {}
+            if not isinstance(res, dict):
+                continue
+            if res.get(states.RES_STAGEIN) is None and res.get(states.RES_STAGEOUT) is None:
+                continue
+            views[job_id] = JobView.from_qstat(job_id, attrs)
+        return views
+
+    # ------------------------------------------------------------ registering
+    def _resolve(self, raw: str, *, direction: str, owner: str) -> _Resolved:
+        from . import hookcore, request
+        res_name = states.RES_STAGEIN if direction == "in" else states.RES_STAGEOUT
+        resolved = hookcore.validate(raw, direction=direction, user=owner, site=self.cfg,
+                                     resource=res_name)
+        req = resolved.request
+        items = tuple((it.source_collection, it.source_path, it.destination_collection,
+                       it.destination_path, bool(it.recursive)) for it in resolved.items)
+        identity = self.identity_for(owner)
+        return _Resolved(items=items, tasks=tuple(req.tasks), options=req.options,
+                         normalized=request.render(req),
+                         key=request.request_key(req, identity=identity))
+
+    def _register(self, views: Mapping[str, JobView], now: float) -> None:
+        j = self.journal
+        known = {row.job_id for row in j.jobs()} if views else set()
+        new_rows = []
+        for view in views.values():
+            if view.job_id not in known:
+                new_rows.append(view)
+        for view in new_rows:
+            j.upsert_job(view.job_id, owner=view.owner, queue=view.queue,
+                         priority=view.priority, qtime=view.qtime, now=now)
+            j.add_event(view.job_id, "seen", f"job seen by the agent (state {view.state})", at=now)
+        j.mark_job_seen(list(views), now=now)
+        for view in views.values():
+            for direction, raw in (("in", view.stagein), ("out", view.stageout)):
+                if raw is None:
+                    continue
+                if j.get_request_for(view.job_id, direction) is not None:
+                    continue
+                self._add_request(view, direction, raw, now)
+
+    def _add_request(self, view: JobView, direction: str, raw: str, now: float) -> None:
+        j = self.journal
+        identity = self.identity_for(view.owner)
+        try:
+            res = self._resolve(raw, direction=direction, owner=view.owner)
+            # A stage-out waits for the job's end; _stageouts() makes it PENDING.
+            first = decide.PENDING if direction == "in" else decide.WAITING_EXIT
+            rid = j.add_request(job_id=view.job_id, direction=direction, owner=view.owner,
+                                identity=identity, raw=raw, normalized=res.normalized,
+                                request_key=res.key, state=first, now=now)
+            j.add_event(view.job_id, f"stage{direction}_requested",
+                        f"stage-{direction} request registered: {res.normalized}",
+                        request_id=rid, at=now)
+        except StagingError as exc:
+            # Checked at qsub, but the policy, an alias or a manifest may have
+            # changed since: the request fails with the reason, never silently.
+            rid = j.add_request(job_id=view.job_id, direction=direction, owner=view.owner,
+                                identity=identity, raw=raw, normalized=raw,
+                                request_key=f"invalid:{view.job_id}:{direction}",
+                                state=decide.FAILED, now=now)
+            j.set_request_state(rid, decide.FAILED, message=str(exc), now=now)
+            j.add_event(view.job_id, f"stage{direction}_failed", str(exc), request_id=rid, at=now)
+            self._alert(f"stage{direction}_failed", view, message=str(exc))
+
+    # ------------------------------------------------------ planning/submitting
+    def _options(self, normalized: str, direction: str) -> object:
+        key = direction + normalized
+        if key not in self._options_cache:
+            from . import request
+            try:
+                self._options_cache[key] = request.parse(normalized, direction=direction).options
+            except RequestError:
+                self._options_cache[key] = None
+        return self._options_cache[key]
+
+    def _plan_and_submit(self, now: float) -> None:
+        j = self.journal
+        pending = list(j.requests(state=(decide.PENDING,)))
+        pending_items: List[decide.PendingItem] = []
+        for row in pending:
+            view = self._views.get(row.job_id)
+            if row.direction == "in" and view is not None and view.stage_state != states.STAGING_IN:
+                # Mark the job first: from now on a qalter of the request is
+                # refused by the modifyjob hook, so what we submit is what runs.
+                if not self._set_job_state(view, states.STAGING_IN, tasks=""):
+                    continue
+            if row.direction == "in" and view is None and not self._job_alive(row.job_id):
+                continue
+            try:
+                res = self._resolve(row.raw, direction=row.direction, owner=row.owner)
+            except StagingError as exc:
+                self._fail_request(row, str(exc), now)
+                continue
+            if res.tasks:
+                self._graft(row, res, now)
+            if not res.items:
+                continue
+            if self._adopt(row, res, now):
+                continue
+            opts_key = self._options_key(res.options)
+            for (scoll, spath, dcoll, dpath, rec) in res.items:
+                pending_items.append(decide.PendingItem(
+                    request_id=row.request_id, job_id=row.job_id,
+                    priority=view.priority if view else 0, qtime=view.qtime if view else 0.0,
+                    identity=row.identity, source_collection=scoll,
+                    destination_collection=dcoll, options_key=opts_key, source_path=spath,
+                    destination_path=dpath, recursive=rec))
+        if pending_items:
+            free = self._free_slots({p.identity for p in pending_items})
+            for batch in decide.plan_batches(pending_items,
+                                             max_items=int(self._agent("batch_max_items", 100)),
+                                             free_slots=free):
+                self._create_transfer(batch, now)
+        self._submit_new(now)
+
+    def _job_alive(self, job_id: str) -> bool:
+        return job_id in self._views
+
+    def _options_key(self, options: object) -> str:
+        if options is None:
+            return "{}"
+        fields = {}
+        for name in ("sync_level", "verify_checksum", "deadline"):
+            value = getattr(options, name, None)
+            if value is not None:
+                fields[name] = str(value)
+        return json.dumps(fields, sort_keys=True)
+
+    def _free_slots(self, identities: Iterable[str]) -> Dict[str, int]:
+        limit = int(self._agent("max_tasks_per_identity", 3) or 0)
+        free = {}
+        for ident in identities:
+            if limit <= 0:
+                free[ident] = 10 ** 9
+                continue
+            busy = [t for t in self.journal.transfers(status=LIVE_TRANSFER, identity=ident)
+                    if not t.grafted]
+            free[ident] = max(0, limit - len(busy))
+        return free
+
+    def _create_transfer(self, batch: decide.Batch, now: float) -> None:
+        j = self.journal
+        jobs = sorted({it.job_id for it in batch.items})
+        direction = self._direction_of(batch.items[0].request_id)
+        label = f"PBS {jobs[0]} stage-{direction}" if len(jobs) == 1 else \
+            f"PBS stage-{direction} for {len(jobs)} jobs ({jobs[0]} ...)"
+        options = json.loads(batch.options_key)
+        options["skip_source_errors"] = len(batch.request_ids) > 1
+        deadline = self._deadline(options.get("deadline"), now)
+        with j.transaction():
+            tid = j.create_transfer(identity=batch.identity, direction=direction,
+                                    source_collection=batch.source_collection,
+                                    destination_collection=batch.destination_collection,
+                                    options=json.dumps(options, sort_keys=True), label=label[:128],
+                                    deadline=deadline, now=now)
+            j.add_items(tid, [(it.request_id, it.source_path, it.destination_path, it.recursive)
+                              for it in batch.items])
+            for rid in batch.request_ids:
+                j.set_request_state(rid, decide.QUEUED, now=now)
+        action_log("plan_transfer", transfer=tid, identity=batch.identity,
+                   jobs=len(jobs), items=len(batch.items))
+
+    def _direction_of(self, request_id: int) -> str:
+        return self.journal.get_request(request_id).direction
+
+    def _deadline(self, value: Optional[str], now: float) -> Optional[str]:
+        """Explicit Globus deadline: the request's, else the site default
+        (Globus's own default of 24 h would end a weeks-long stage-in)."""
+        import datetime as dt
+        if value:
+            if value[-1:] in ("h", "d") and value[:-1].isdigit():
+                secs = int(value[:-1]) * (3600 if value.endswith("h") else 86400)
+                return dt.datetime.fromtimestamp(now + secs, dt.timezone.utc).isoformat()
+            return value
+        default = self._agent("default_deadline", 7 * 86400)
+        try:
+            secs = float(default)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        return dt.datetime.fromtimestamp(now + secs, dt.timezone.utc).isoformat()
+
+    def _spec(self, t: object) -> TransferSpec:
+        import datetime as dt
+        items = tuple(TransferItem(source_path=i.source_path, destination_path=i.destination_path,
+                                   recursive=bool(i.recursive))
+                      for i in self._unique_items(self.journal.items_for_transfer(t.transfer_id)))
+        options = json.loads(t.options or "{}")
+        deadline = dt.datetime.fromisoformat(t.deadline) if t.deadline else None
+        verify = options.get("verify_checksum")
+        return TransferSpec(
+            submission_id=t.submission_id, source_collection=t.source_collection,
+            destination_collection=t.destination_collection, items=items, label=t.label or "",
+            sync_level=options.get("sync_level"),
+            verify_checksum=str(verify).lower() in ("true", "yes", "1"),
+            deadline=deadline, skip_source_errors=bool(options.get("skip_source_errors")))
+
+    @staticmethod
+    def _unique_items(rows: Iterable[object]) -> List[object]:
+        seen, out = set(), []
+        for r in rows:
+            k = (r.source_path, r.destination_path)
+            if k not in seen:
+                seen.add(k)
+                out.append(r)
+        return out
+
+    def _submit_new(self, now: float) -> None:
+        j = self.journal
+        for t in j.transfers(status=(T_NEW,)):
+            if t.grafted or t.task_id:
+                continue
+            try:
+                if not t.submission_id:
+                    sid = self.backend.new_submission_id(t.identity)
+                    # Persisted before the POST: a retry after a crash submits the
+                    # same id, which Globus executes once.
+                    j.set_submission_id(t.transfer_id, sid)
+                    t = j.get_transfer(t.transfer_id)
+                result = self.backend.submit(t.identity, self._spec(t))
+            except WaitingForUser as exc:
+                self._transfer_needs_user(t, str(exc), exc.action, now)
+                continue
+            except RetryableError as exc:
+                self.stats.errors.append(f"globus: {exc}")
+                action_log("submit_deferred", transfer=t.transfer_id, reason=str(exc))
+                self._globus_trouble(str(exc))
+                return
+            except FatalError as exc:
+                self._transfer_failed(t, str(exc), now, code="SUBMIT_REFUSED")
+                continue
+            with j.transaction():
+                j.set_task_id(t.transfer_id, result.task_id)
+                j.update_transfer(t.transfer_id, status=T_ACTIVE, submitted=now)
+                for rid in self._request_ids(t.transfer_id):
+                    j.set_request_state(rid, decide.ACTIVE, now=now)
+            self.stats.submitted += 1
+            how = "adopted" if getattr(result, "adopted", False) else (
+                "resubmitted (duplicate)" if result.duplicate else "submitted")
+            action_log("submit", transfer=t.transfer_id, task=result.task_id, how=how,
+                       identity=t.identity)
+            for rid in self._request_ids(t.transfer_id):
+                req = j.get_request(rid)
+                j.add_event(req.job_id, f"stage{req.direction}_submitted",
+                            f"Globus task {result.task_id} {how}", request_id=rid,
+                            transfer_id=t.transfer_id, at=now,
+                            data={"task_id": result.task_id})
+                self._alert(f"stage{req.direction}_submitted", self._views.get(req.job_id),
+                            job_id=req.job_id, owner=req.owner, task_id=result.task_id,
+                            message=f"Globus task {result.task_id} {how}")
+
+    def _request_ids(self, transfer_id: int) -> List[int]:
+        seen: Dict[int, None] = {}
+        for item in self.journal.items_for_transfer(transfer_id):
+            seen.setdefault(item.request_id, None)
+        return list(seen)
+
+    # ---------------------------------------------------------- graft / adopt
+    def _graft(self, row: object, res: _Resolved, now: float) -> None:
+        """``task=<uuid>``: wait on a task started elsewhere -- once the job
+        owner's identity can see it (never trust a task id on its own)."""
+        j = self.journal
+        for task_id in res.tasks:
+            if any(i.transfer_id and j.get_transfer(i.transfer_id).task_id == task_id
+                   for i in j.items_for_request(row.request_id)):
+                continue
+            try:
+                report = self.backend.get_task(row.identity, task_id)
+            except RetryableError as exc:
+                self._globus_trouble(str(exc))
+                return
+            except WaitingForUser as exc:
+                j.set_request_state(row.request_id, decide.USER_ACTION, message=str(exc),
+                                    action=exc.action, now=now)
+                return
+            except FatalError:
+                self._fail_request(row, f"Globus task {task_id} is not visible to your Globus "
+                                        "identity; graft only tasks you started yourself", now)
+                return
+            existing = j.transfer_by_task_id(task_id)
+            with j.transaction():
+                if existing is None:
+                    tid = j.create_transfer(identity=row.identity, direction=row.direction,
+                                            source_collection="", destination_collection="",
+                                            options="{}", label=report.label or "", deadline=None,
+                                            now=now, grafted=True)
+                    j.set_task_id(tid, task_id)
+                    j.update_transfer(tid, status=_OUTCOME_STATUS.get(report.outcome, T_ACTIVE),
+                                      submitted=now)
+                else:
+                    tid = existing.transfer_id
+                j.add_items(tid, [(row.request_id, "", "", False)])
+                j.set_request_state(row.request_id, decide.ACTIVE, now=now)
+                j.add_event(row.job_id, f"stage{row.direction}_grafted",
+                            f"waiting on existing Globus task {task_id}",
+                            request_id=row.request_id, transfer_id=tid, at=now)
+            action_log("graft", job=row.job_id, task=task_id)
+            if report.outcome in (Outcome.DONE, Outcome.FATAL):
+                self._record_report(j.get_transfer(tid), report, now)
+                self._settle({tid}, now)
+
+    def _adopt(self, row: object, res: _Resolved, now: float) -> bool:
+        """Scenario D and dedup: the same request from the same identity is
+        already being (or was just) transferred -- wait on that transfer."""
+        j = self.journal
+        grace = float(self._agent("orphan_grace", 3600))
+        for other in j.find_requests_by_key(res.key):
+            if other.request_id == row.request_id or other.identity != row.identity:
+                continue
+            transfers = {i.transfer_id for i in j.items_for_request(other.request_id)}
+            usable = []
+            for tid in transfers:
+                t = j.get_transfer(tid)
+                if t.status in LIVE_TRANSFER or (
+                        t.status == T_SUCCEEDED and (t.completed or 0) >= now - grace):
+                    usable.append(t)
+            if not usable or len(usable) != len(transfers):
+                continue
+            with j.transaction():
+                for t in usable:
+                    items = [i for i in j.items_for_transfer(t.transfer_id)
+                             if i.request_id == other.request_id]
+                    j.add_items(t.transfer_id, [(row.request_id, i.source_path,
+                                                 i.destination_path, bool(i.recursive))
+                                                for i in items])
+                    for item in j.items_for_transfer(t.transfer_id):
+                        if item.request_id == row.request_id:
+                            src = next((i for i in items if i.source_path == item.source_path and
+                                        i.destination_path == item.destination_path), None)
+                            if src is not None and src.outcome != "pending":
+                                j.set_item_outcome(item.item_id, src.outcome, message=src.message)
+                    if t.orphaned_since:
+                        j.update_transfer(t.transfer_id, orphaned_since=None)
+                j.set_request_state(row.request_id, decide.ACTIVE, now=now)
+                tasks = ", ".join(t.task_id or "?" for t in usable)
+                j.add_event(row.job_id, f"stage{row.direction}_adopted",
+                            f"adopted Globus task {tasks} already moving the same data "
+                            f"(request of job {other.job_id})", request_id=row.request_id,
+                            at=now)
+            action_log("adopt", job=row.job_id, from_job=other.job_id,
+                       tasks=",".join(t.task_id or "" for t in usable))
+            self._settle({t.transfer_id for t in usable}, now)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ polling
+    def _poll(self, now: float) -> Set[int]:
+        """One batched ``task_list`` per identity; returns changed transfer ids."""
+        j = self.journal
+        by_identity: Dict[str, List[object]] = {}
+        for t in j.transfers(status=(T_ACTIVE, T_INACTIVE)):
+            if t.task_id:
+                by_identity.setdefault(t.identity, []).append(t)
+        changed: Set[int] = set()
+        self.stats.polls += 1
+        for identity, rows in by_identity.items():
+            try:
+                reports = self.backend.poll(identity, [t.task_id for t in rows])
+            except WaitingForUser as exc:
+                for t in rows:
+                    self._transfer_needs_user(t, str(exc), exc.action, now)
+                    changed.add(t.transfer_id)
+                continue
+            except RetryableError as exc:
+                # Transient: no job changes, back off to the next poll.
+                self.stats.errors.append(f"globus: {exc}")
+                self._globus_trouble(str(exc))
+                continue
+            except FatalError as exc:
+                self.stats.errors.append(f"globus: {exc}")
+                continue
+            self._globus_ok()
+            for t in rows:
+                report = reports.get(t.task_id)
+                if report is None:
+                    report = self._lookup_missing(identity, t)
+                    if report is None:
+                        continue
+                if self._record_report(t, report, now):
+                    changed.add(t.transfer_id)
+        return changed
+
+    def _lookup_missing(self, identity: str, t: object) -> Optional[TaskReport]:
+        try:
+            return self.backend.get_task(identity, t.task_id)
+        except FatalError as exc:
+            return TaskReport(task_id=t.task_id, outcome=Outcome.FATAL, status="FAILED",
+                              fatal_code="NOT_VISIBLE",
+                              message=f"Globus task {t.task_id} is no longer visible: {exc}")
+        except StagingError:
+            return None
+
+    def _record_report(self, t: object, report: TaskReport, now: float) -> bool:
+        """Store what Globus said; fail fast on a fault that persists."""
+        j = self.journal
+        status = _OUTCOME_STATUS.get(report.outcome, t.status)
+        fields: Dict[str, object] = dict(
+            nice_status=report.nice_status, files=report.files,
+            files_transferred=report.files_transferred, files_skipped=report.files_skipped,
+            bytes_transferred=report.bytes_transferred, bytes_per_second=report.bytes_per_second,
+            faults=report.faults, last_polled=now)
+        if report.bytes_transferred != (t.bytes_transferred or 0) or \
+                report.files_transferred != (t.files_transferred or 0):
+            fields["last_progress"] = now
+        if report.outcome == Outcome.RUNNING and report.fatal_code:
+            since = t.fault_since or now
+            fields["fault_since"] = since
+            fields["fatal_code"] = report.fatal_code
+            window = float(self._agent("fatal_fault_window", 600))
+            if decide.fault_expired(fault_since=since, now=now, window=window):
+                text = self._explain(t) or report.message or report.fatal_code
+                try:
+                    self.backend.cancel(t.identity, t.task_id)
+                except StagingError as exc:
+                    log.warning("cancel of %s failed: %s", t.task_id, exc)
+                status = T_FAILED
+                fields.update(message=f"{report.fatal_code}: {text}", completed=now)
+                action_log("fail_fast", transfer=t.transfer_id, task=t.task_id,
+                           code=report.fatal_code, after=f"{now - since:.0f}s")
+        elif report.outcome == Outcome.RUNNING:
+            fields["fault_since"] = None
+        if report.outcome == Outcome.FATAL:
+            text = report.message
+            if not text or text == report.fatal_code:
+                text = self._explain(t) or text
+            fields.update(fatal_code=report.fatal_code,
+                          message=f"{report.fatal_code or 'FAILED'}: {text}" if text else
+                          (report.fatal_code or "FAILED"), completed=now)
+        if report.outcome == Outcome.WAITING_FOR_USER:
+            fields.update(message=report.message, fatal_code=None)
+        if report.outcome == Outcome.DONE:
+            fields.update(completed=now, fatal_code=None, fault_since=None)
+        fields["status"] = status
+        was = (t.status, t.files_transferred, t.bytes_transferred, t.nice_status)
+        j.update_transfer(t.transfer_id, **fields)
+        if status == T_INACTIVE:
+            self._note_user_action(t, report.message, report.action, now)
+        return was != (status, report.files_transferred, report.bytes_transferred,
+                       report.nice_status) or status != t.status
+
+    def _explain(self, t: object) -> str:
+        try:
+            return self.backend.explain(t.identity, t.task_id)
+        except StagingError:
+            return ""
+
+    # ---------------------------------------------------------------- settling
+    def _settle(self, transfer_ids: Iterable[int], now: float) -> Set[str]:
+        """Turn transfer outcomes into item and request outcomes; returns jobs touched."""
+        j = self.journal
+        touched: Set[str] = set()
+        for tid in transfer_ids:
+            t = j.get_transfer(tid)
+            items = j.items_for_transfer(tid)
+            if t.status == T_SUCCEEDED:
+                ok_paths = None
+                if (t.files_skipped or 0) > 0 and not t.grafted:
+                    ok_paths = self._successful_paths(t)
+                for item in items:
+                    if item.outcome != "pending":
+                        continue
+                    if ok_paths is None or _item_done(item, ok_paths):
+                        j.set_item_outcome(item.item_id, "succeeded")
+                    else:
+                        j.set_item_outcome(item.item_id, "failed",
+                                           message=f"{item.source_path} was not transferred "
+                                                   "(missing or unreadable at the source)")
+            elif t.status in (T_FAILED, T_CANCELED):
+                for item in items:
+                    if item.outcome == "pending":
+                        j.set_item_outcome(item.item_id, "failed", message=t.message or t.status)
+            for rid in {i.request_id for i in items}:
+                job = self._refresh_request(rid, now)
+                if job:
+                    touched.add(job)
+        return touched
+
+    def _successful_paths(self, t: object) -> Optional[Set[str]]:
+        try:
+            return {dst for _src, dst in self.backend.successful_paths(t.identity, t.task_id)}
+        except StagingError:
+            return None
+
+    def _refresh_request(self, request_id: int, now: float) -> Optional[str]:
+        j = self.journal
+        req = j.get_request(request_id)
+        if req.state in decide.FINAL:
+            return None
+        items = j.items_for_request(request_id)
+        verdict = decide.summarize(i.outcome for i in items)
+        transfers = [j.get_transfer(tid) for tid in {i.transfer_id for i in items}]
+        if verdict is True:
+            new, msg, action = decide.SUCCEEDED, "", ""
+        elif verdict is False:
+            failed = [i for i in items if i.outcome == "failed"]
+            new, msg, action = decide.FAILED, (failed[0].message or "transfer failed"), ""
+        elif any(t.status == T_INACTIVE for t in transfers):
+            t = next(t for t in transfers if t.status == T_INACTIVE)
+            new, msg = decide.USER_ACTION, t.message or "Globus needs you to log in again"
+            action = req.action or "globus-staging login"
+        elif any(t.status in (T_ACTIVE,) and t.task_id for t in transfers):
+            new, msg, action = decide.ACTIVE, "", ""
+        else:
+            return None
+        if new == req.state:
+            return req.job_id
+        j.set_request_state(request_id, new, message=msg or None, action=action or None, now=now)
+        kind = {decide.SUCCEEDED: "succeeded", decide.FAILED: "failed",
+                decide.USER_ACTION: "user_action", decide.ACTIVE: "active"}[new]
+        event_kind = "user_action" if new == decide.USER_ACTION else f"stage{req.direction}_{kind}"
+        j.add_event(req.job_id, event_kind, msg or f"stage-{req.direction} {kind}",
+                    request_id=request_id, at=now)
+        action_log(f"request_{kind}", job=req.job_id, direction=req.direction, message=msg)
+        if new != decide.ACTIVE:
+            view = self._views.get(req.job_id)
+            task = next((t.task_id for t in transfers if t.task_id), "")
+            self._alert(event_kind, view, job_id=req.job_id, owner=req.owner, task_id=task,
+                        message=msg, action=action)
+        return req.job_id
+
+    # ------------------------------------------------------------- job actions
+    def _status_for(self, req: object) -> RequestStatus:
+        j = self.journal
+        items = j.items_for_request(req.request_id)
+        transfers = [j.get_transfer(tid) for tid in sorted({i.transfer_id for i in items})]
+        tasks = tuple(t.task_id for t in transfers if t.task_id)
+        progress = ""
+        live = [t for t in transfers if t.status in LIVE_TRANSFER and t.task_id]
+        if live:
+            t = live[0]
+            progress = decide.progress_text(
+                files=t.files or 0, files_done=t.files_transferred or 0,
+                bytes_done=t.bytes_transferred or 0, rate=t.bytes_per_second or 0.0,
+                nice_status=t.nice_status, task_id=t.task_id)
+        return RequestStatus(state=req.state, message=req.message or "",
+                             action=req.action or "", tasks=tasks, progress=progress)
+
+    def _apply_stagein(self, views: Iterable[JobView]) -> None:
+        j = self.journal
+        policy = str(self._agent("stagein_failure", "hold"))
+        for view in list(views):
+            if view.stagein is None:
+                continue
+            req = j.get_request_for(view.job_id, "in")
+            if req is None:
+                continue
+            status = self._status_for(req)
+            options = self._options(req.normalized, "in")
+            cleanup = getattr(options, "cleanup", None) if options is not None else None
+            onfail = getattr(options, "onfail", None) if options is not None else None
+            cleanup_done = bool(j.get_meta(f"cleanup:{view.job_id}"))
+            acts = decide.stagein_actions(view, status, failure_policy=onfail or policy,
+                                          cleanup=cleanup, cleanup_done=cleanup_done)
+            if acts:
+                self._apply(view, acts)
+
+    def _apply(self, view: JobView, acts: Sequence[decide.Action]) -> None:
+        """Apply one job's actions in order; resource and comment changes share
+        one ``qalter`` so a state change costs PBS one command."""
+        j = self.journal
+        now = self.clock()
+        resources: Dict[str, str] = {}
+        comment: Optional[str] = None
+        rest: List[decide.Action] = []
+        for a in acts:
+            if a.kind == "set_state":
+                resources[states.RES_STATE] = a.value
+                if a.reason:
+                    resources[states.RES_TASKS] = a.reason.replace(",", "+")
+            elif a.kind == "comment":
+                comment = a.value
+            else:
+                rest.append(a)
+        try:
+            if resources or comment is not None:
+                self._qalter(view.job_id, resources, comment)
+                view = dataclasses.replace(
+                    view, stage_state=resources.get(states.RES_STATE, view.stage_state),
+                    comment=comment if comment is not None else view.comment)
+                if states.RES_STATE in resources:
+                    action_log("set_state", job=view.job_id, state=resources[states.RES_STATE])
+            for a in rest:
+                if a.kind == "release":
+                    self.pbs.release(view.job_id, hold="s")
+                    view = dataclasses.replace(view, holds=view.holds.replace("s", ""))
+                    self.stats.released += 1
+                    j.add_event(view.job_id, "released", "system hold released: stage-in done",
+                                at=now)
+                elif a.kind == "hold":
+                    self.pbs.hold(view.job_id, hold="s")
+                    view = dataclasses.replace(view, holds=view.holds + "s")
+                elif a.kind == "delete":
+                    self.pbs.delete(view.job_id)
+                    j.add_event(view.job_id, "deleted", f"job deleted: stage-in failed ({a.reason})",
+                                at=now)
+                elif a.kind == "submit_cleanup":
+                    self._submit_cleanup(view, a.value, a.reason)
+                action_log(a.kind, job=view.job_id, value=a.value)
+        except JobGone:
+            action_log("job_gone", job=view.job_id)
+        except FatalError as exc:
+            log.warning("PBS refused a change to %s: %s", view.job_id, exc)
+            j.add_event(view.job_id, "pbs_error", str(exc), at=now)
+        finally:
+            self._views[view.job_id] = view
+
+    def _qalter(self, job_id: str, resources: Mapping[str, str], comment: Optional[str]) -> None:
+        args: List[str] = []
+        for name, value in resources.items():
+            args += ["-l", f"{name}={value}"]
+        if comment is not None:
+            from .pbsctl import safe_comment
+            args += ["-W", f"comment={safe_comment(comment)}"]
+        self.pbs.run("qalter", [*args, job_id])
+
+    def _set_job_state(self, view: JobView, word: str, *, tasks: str) -> bool:
+        try:
+            comment = "staging: stage-in starting" if word == states.STAGING_IN else None
+            self._qalter(view.job_id, {states.RES_STATE: word}, comment)
+        except JobGone:
+            return False
+        except FatalError as exc:
+            log.warning("cannot mark %s %s: %s", view.job_id, word, exc)
+            return False
+        self._views[view.job_id] = dataclasses.replace(view, stage_state=word,
+                                                       comment=comment or view.comment)
+        action_log("set_state", job=view.job_id, state=word)
+        return True
+
+    def _submit_cleanup(self, view: JobView, script: str, reason: str) -> None:
+        """The seed's V1 'cleanup job': submitted as the job owner, never as root."""
+        j = self.journal
+        try:
+            new_id = self.pbs.submit(script, user=view.owner, args=[
+                "-N", "stagein-cleanup", "-v", f"GLOBUS_STAGEIN_FAILED_JOB={view.job_id}"],
+                cwd=os.path.dirname(script) or None)
+        except StagingError as exc:
+            j.add_event(view.job_id, "cleanup_failed", f"cleanup job not submitted: {exc}")
+            return
+        j.set_meta(f"cleanup:{view.job_id}", new_id)
+        j.add_event(view.job_id, "cleanup_submitted", f"cleanup job {new_id} submitted ({script})")
+
+    # ---------------------------------------------------------------- stage-out
+    def _stageouts(self, views: Mapping[str, JobView], now: float) -> None:
+        """After a job ends: decide and start its stage-out (default only after
+        exit status 0, as the seed's afterok)."""
+        j = self.journal
+        default_when = str(self._agent("stageout_when", "ok"))
+        budget = int(self._agent("max_history_lookups", 50))
+        for req in j.requests(state=(decide.WAITING_EXIT,), direction="out"):
+            view = views.get(req.job_id)
+            if view is not None and not view.finished:
+                continue
+            exit_status = None
+            obit = j.obit(req.job_id)
+            if obit is not None:
+                exit_status = obit.exit_status
+            elif view is not None and view.exit_status is not None:
+                exit_status = view.exit_status
+            else:
+                if budget <= 0:
+                    continue
+                budget -= 1
+                try:
+                    attrs = self.pbs.job(req.job_id)
+                except RetryableError:
+                    return
+                if attrs is None:
+                    self._skip_stageout(req, "the job is no longer known to PBS and never "
+                                             "reported an exit status", now)
+                    continue
+                hv = JobView.from_qstat(req.job_id, attrs)
+                if not hv.finished:
+                    continue
+                exit_status = hv.exit_status
+                if exit_status is None:
+                    self._skip_stageout(req, "the job was deleted before it ran", now)
+                    continue
+            stagein = j.get_request_for(req.job_id, "in")
+            if stagein is not None and stagein.state != decide.SUCCEEDED:
+                self._skip_stageout(req, "the stage-in did not succeed", now)
+                continue
+            options = self._options(req.normalized, "out")
+            when = getattr(options, "when", None) or default_when
+            wanted = decide.stageout_wanted(when, exit_status)
+            if not wanted:
+                self._skip_stageout(req, f"exit status {exit_status} does not match when={when}",
+                                    now, exit_status=exit_status)
+                continue
+            j.set_request_state(req.request_id, decide.PENDING, now=now)
+            j.add_event(req.job_id, "job_ended", f"job ended with exit status {exit_status}; "
+                        "stage-out starting", request_id=req.request_id, at=now)
+
+    def _skip_stageout(self, req: object, why: str, now: float,
+                       exit_status: Optional[int] = None) -> None:
+        j = self.journal
+        j.set_request_state(req.request_id, decide.SKIPPED, message=why, now=now)
+        j.add_event(req.job_id, "stageout_skipped", f"stage-out skipped: {why}",
+                    request_id=req.request_id, at=now)
+        action_log("stageout_skipped", job=req.job_id, reason=why)
+
+    # --------------------------------------------------------- vanished jobs
+    def _vanished(self, views: Mapping[str, JobView], now: float) -> None:
+        """Stage-ins whose job left PBS before running (deleted, or the queue
+        was lost): keep the transfer for a grace period so a resubmission can
+        adopt it (scenario D), then cancel it."""
+        j = self.journal
+        for req in j.requests(state=(decide.PENDING, decide.QUEUED, decide.ACTIVE,
+                                     decide.USER_ACTION), direction="in"):
+            if req.job_id in views:
+                continue
+            job = j.get_job(req.job_id)
+            if job is not None and job.gone_since:
+                continue
+            if j.obit(req.job_id) is not None:
+                continue
+            try:
+                attrs = self.pbs.job(req.job_id)
+            except RetryableError:
+                return
+            if attrs is not None and JobView.from_qstat(req.job_id, attrs).state not in ("F", "X"):
+                continue
+            j.mark_gone(req.job_id, now=now)
+            for item in j.items_for_request(req.request_id):
+                t = j.get_transfer(item.transfer_id)
+                if t.status in LIVE_TRANSFER and not t.orphaned_since:
+                    j.update_transfer(t.transfer_id, orphaned_since=now)
+            j.add_event(req.job_id, "job_deleted",
+                        "job left PBS during stage-in; its transfer is kept "
+                        f"{float(self._agent('orphan_grace', 3600)):.0f} s for a resubmission "
+                        "to adopt", request_id=req.request_id, at=now)
+            action_log("job_vanished", job=req.job_id)
+            self._alert("job_deleted", None, job_id=req.job_id, owner=req.owner,
+                        message="job left PBS while its stage-in was running")
+            if req.state in (decide.PENDING, decide.QUEUED):
+                j.set_request_state(req.request_id, decide.CANCELED,
+                                    message="job left PBS before its stage-in started", now=now)
+            so = j.get_request_for(req.job_id, "out")
+            if so is not None and so.state not in decide.FINAL:
+                self._skip_stageout(so, "the job left PBS before it ran", now)
+
+    def _reap_orphans(self, now: float) -> None:
+        j = self.journal
+        grace = float(self._agent("orphan_grace", 3600))
+        for t in j.transfers(status=LIVE_TRANSFER):
+            if not t.orphaned_since or now - t.orphaned_since < grace:
+                continue
+            live = [r for r in (j.get_request(rid) for rid in self._request_ids(t.transfer_id))
+                    if r.state not in decide.FINAL and not (j.get_job(r.job_id) and
+                                                           j.get_job(r.job_id).gone_since)]
+            if live:
+                j.update_transfer(t.transfer_id, orphaned_since=None)
+                continue
+            if t.task_id and not t.grafted:
+                try:
+                    self.backend.cancel(t.identity, t.task_id)
+                except RetryableError:
+                    continue
+                except StagingError as exc:
+                    log.warning("cancel of orphan %s: %s", t.task_id, exc)
+            j.update_transfer(t.transfer_id, status=T_CANCELED, completed=now,
+                              message="canceled: its job left PBS and no resubmission adopted "
+                                      f"it within {grace:.0f} s")
+            for rid in self._request_ids(t.transfer_id):
+                r = j.get_request(rid)
+                if r.state not in decide.FINAL:
+                    j.set_request_state(rid, decide.CANCELED, message="job gone; transfer canceled",
+                                        now=now)
+                j.add_event(r.job_id, "transfer_canceled",
+                            f"Globus task {t.task_id} canceled after the grace period",
+                            request_id=rid, transfer_id=t.transfer_id, at=now)
+            action_log("cancel_orphan", transfer=t.transfer_id, task=t.task_id)
+
+    # ------------------------------------------------------------------ misc
+    def _fail_request(self, row: object, message: str, now: float) -> None:
+        j = self.journal
+        j.set_request_state(row.request_id, decide.FAILED, message=message, now=now)
+        j.add_event(row.job_id, f"stage{row.direction}_failed", message,
+                    request_id=row.request_id, at=now)
+        action_log("request_failed", job=row.job_id, reason=message)
+        self._alert(f"stage{row.direction}_failed", self._views.get(row.job_id),
+                    job_id=row.job_id, owner=row.owner, message=message)
+
+    def _transfer_failed(self, t: object, message: str, now: float, *, code: str) -> None:
+        self.journal.update_transfer(t.transfer_id, status=T_FAILED, fatal_code=code,
+                                     message=message, completed=now)
+        self._settle({t.transfer_id}, now)
+
+    def _transfer_needs_user(self, t: object, message: str, action: str, now: float) -> None:
+        j = self.journal
+        for rid in self._request_ids(t.transfer_id):
+            req = j.get_request(rid)
+            if req.state == decide.USER_ACTION and req.message == message:
+                continue
+            j.set_request_state(rid, decide.USER_ACTION, message=message,
+                                action=action or "globus-staging login", now=now)
+            j.add_event(req.job_id, "user_action", f"{message}; run: {action}",
+                        request_id=rid, transfer_id=t.transfer_id, at=now)
+            action_log("user_action", job=req.job_id, reason=message)
+            self._alert("user_action", self._views.get(req.job_id), job_id=req.job_id,
+                        owner=req.owner, message=message, action=action)
+
+    def _note_user_action(self, t: object, message: str, action: str, now: float) -> None:
+        self._transfer_needs_user(t, message or "Globus credentials expired",
+                                  action or "globus-staging login", now)
+
+    def _globus_trouble(self, message: str) -> None:
+        j = self.journal
+        if not j.get_meta("globus_down_since"):
+            j.set_meta("globus_down_since", str(self.clock()))
+            action_log("globus_unreachable", reason=message)
+            self._alert("globus_unreachable", None, message=message)
+
+    def _globus_ok(self) -> None:
+        j = self.journal
+        if j.get_meta("globus_down_since"):
+            j.set_meta("globus_down_since", "")
+            action_log("globus_reachable")
+
+    def _alert(self, kind: str, view: Optional[JobView], **fields: object) -> None:
+        if self.alerts is None:
+            return
+        event = {"kind": kind, "time": self.clock()}
+        if view is not None:
+            event.update(job_id=view.job_id, owner=view.owner, queue=view.queue,
+                         project=view.project, mail_points=view.mail_points,
+                         mail_users=list(view.mail_users))
+        event.update({k: v for k, v in fields.items() if v is not None})
+        self._events.append(event)
+
+    def _flush_alerts(self) -> None:
+        if self.alerts is None or not self._events:
+            return
+        events, self._events = self._events, []
+        try:
+            self.alerts(events)
+        except Exception as exc:  # alerts must never stop the agent
+            log.warning("alert delivery failed: %s", exc)
+
+
+def _item_done(item: object, ok_paths: Set[str]) -> bool:
+    if not item.recursive:
+        return item.destination_path in ok_paths
+    prefix = item.destination_path.rstrip("/") + "/"
+    return any(p.startswith(prefix) for p in ok_paths)
+
+
+def _total_calls(backend: object) -> int:
+    calls = getattr(backend, "calls", 0)
+    if isinstance(calls, Mapping):
+        return int(sum(calls.values()))
+    try:
+        return int(calls)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,295 @@
+"""Pure staging decisions: (job state, transfer state, config, now) -> actions.
+
+Stdlib only and free of I/O, so every scenario of the seed (success, failed
+stage-in, expired credential, lost queue, graft) is a fast unit test.  The
+agent gathers the inputs and applies the actions, each of which is idempotent,
+so a crash between any two of them is repaired by the next cycle.
+"""
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import time
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from . import states
+
+# Request states kept in the journal (one per job and direction).
+WAITING_EXIT = "waiting-exit"  # a stage-out whose job has not ended yet
+PENDING = "pending"          # ready, no transfer linked yet
+QUEUED = "queued"            # linked to a transfer not yet submitted (limits, batching)
+ACTIVE = "active"            # its transfer(s) are at Globus
+USER_ACTION = "user-action"  # Globus needs the user (login, consent)
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"          # stage-out not wanted for this exit status / job never ran
+CANCELED = "canceled"        # the job vanished and the grace period ran out
+FINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELED})
+
+
+@dataclasses.dataclass(frozen=True)
+class JobView:
+    """What PBS says about one job (from ``qstat -f -F json``)."""
+
+    job_id: str
+    owner: str
+    state: str                    # qstat letter: Q H R E F B W ...
+    holds: str = ""               # Hold_Types letters, "" for none
+    stage_state: str = ""
+    stagein: Optional[str] = None
+    stageout: Optional[str] = None
+    tasks: str = ""
+    comment: str = ""
+    exit_status: Optional[int] = None
+    substate: int = 0
+    queue: str = ""
+    project: str = ""
+    priority: int = 0
+    qtime: float = 0.0
+    mail_points: str = ""
+    mail_users: Tuple[str, ...] = ()
+    is_array: bool = False
+
+    @classmethod
+    def from_qstat(cls, job_id: str, attrs: Mapping[str, object]) -> "JobView":
+        res = attrs.get("Resource_List") or {}
+        if not isinstance(res, Mapping):
+            res = {}
+        holds = str(attrs.get("Hold_Types") or "")
+        exit_status = attrs.get("Exit_status")
+        owner = str(attrs.get("euser") or str(attrs.get("Job_Owner") or "").split("@", 1)[0])
+        users = tuple(u for u in str(attrs.get("Mail_Users") or "").split(",") if u)
+        return cls(
+            job_id=job_id, owner=owner, state=str(attrs.get("job_state") or ""),
+            holds="" if holds == "n" else holds,
+            stage_state=str(res.get(states.RES_STATE) or ""),
+            stagein=_opt_str(res.get(states.RES_STAGEIN)),
+            stageout=_opt_str(res.get(states.RES_STAGEOUT)),
+            tasks=str(res.get(states.RES_TASKS) or ""),
+            comment=str(attrs.get("comment") or ""),
+            exit_status=int(exit_status) if exit_status not in (None, "") else None,  # type: ignore[arg-type]
+            substate=int(attrs.get("substate") or 0),  # type: ignore[arg-type]
+            queue=str(attrs.get("queue") or ""),
+            project=str(attrs.get("project") or ""),
+            priority=int(attrs.get("Priority") or 0),  # type: ignore[arg-type]
+            qtime=parse_pbs_time(attrs.get("qtime")),
+            mail_points=str(attrs.get("Mail_Points") or ""),
+            mail_users=users,
+            is_array=str(attrs.get("array") or "").lower() == "true",
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("F", "X")
+
+    @property
+    def started(self) -> bool:
+        return self.state in ("R", "E", "F", "X", "B")
+
+
+def _opt_str(value: object) -> Optional[str]:
+    return None if value in (None, "") else str(value)
+
+
+def parse_pbs_time(value: object) -> float:
+    """PBS prints times as ``Sat Nov 21 23:09:43 2026`` (local time) in JSON."""
+    if value in (None, ""):
+        return 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return time.mktime(time.strptime(str(value), "%a %b %d %H:%M:%S %Y"))
+    except ValueError:
+        return 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One change to a job, applied through PBS commands in list order."""
+
+    kind: str          # set_state | release | hold | comment | delete | submit_cleanup
+    job_id: str
+    value: str = ""
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestStatus:
+    """A request's standing, summarised over its transfers."""
+
+    state: str
+    message: str = ""
+    action: str = ""            # what the user must run (user-action)
+    tasks: Tuple[str, ...] = ()
+    progress: str = ""
+
+
+def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
+                    cleanup: Optional[str] = None, cleanup_done: bool = False) -> List[Action]:
+    """What to do with a job whose stage-in is in ``req.state``.
+
+    The state word goes to PBS *before* the hold is released, so a crash in
+    between leaves a job that the next cycle releases -- never one that runs
+    without its data (the runjob guard reads that word).
+    """
+    acts: List[Action] = []
+    jid = job.job_id
+
+    def want_state(word: str) -> None:
+        if job.stage_state != word:
+            acts.append(Action("set_state", jid, word, ",".join(req.tasks) if req.tasks else ""))
+
+    def want_comment(text: str) -> None:
+        if text and job.comment != text:
+            acts.append(Action("comment", jid, text))
+
+    if job.started or job.finished:
+        return acts
+    if req.state == SUCCEEDED:
+        want_state(states.STAGED_IN)
+        if "s" in job.holds:
+            acts.append(Action("release", jid, "s"))
+        want_comment("staging: stage-in done" + (f" (task {short(req.tasks[-1])})" if req.tasks else ""))
+    elif req.state == FAILED:
+        want_state(states.STAGEIN_FAILED)
+        text = "staging: stage-in FAILED: " + (req.message or "see globus-staging show " + jid)
+        if cleanup and not cleanup_done:
+            acts.append(Action("submit_cleanup", jid, cleanup, req.message))
+        policy = "delete" if cleanup else failure_policy
+        if policy == "delete":
+            acts.append(Action("delete", jid, reason=req.message))
+        else:
+            if "s" not in job.holds:
+                acts.append(Action("hold", jid, "s"))
+            want_comment(text)
+    elif req.state == USER_ACTION:
+        want_state(states.USER_ACTION)
+        want_comment("staging: waiting for you: " + (req.action or req.message))
+    elif req.state == ACTIVE:
+        want_state(states.STAGING_IN)
+        want_comment("staging: in " + (req.progress or "started"))
+    else:  # pending / queued
+        want_comment("staging: stage-in queued" + (f" ({req.message})" if req.message else ""))
+    return acts
+
+
+def stageout_wanted(when: str, exit_status: Optional[int]) -> Optional[bool]:
+    """``None`` while the exit status is unknown."""
+    if exit_status is None:
+        return None
+    if when == "always":
+        return True
+    if when == "notok":
+        return exit_status != 0
+    return exit_status == 0
+
+
+def short(task_id: str) -> str:
+    return task_id[:8]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} PB"
+
+
+def progress_text(*, files: int, files_done: int, bytes_done: int, rate: float,
+                  nice_status: Optional[str], task_id: str) -> str:
+    """Short enough for ``qstat`` and free of commas (PBS splits -W values on them)."""
+    pct = f"{100 * files_done // files}% " if files else ""
+    parts = [f"{pct}{files_done}/{files} files {human_bytes(bytes_done)}"]
+    if rate:
+        parts.append(f"at {human_bytes(rate)}/s")
+    if nice_status and nice_status not in ("OK",):
+        parts.append(f"({nice_status})")
+    parts.append(f"task {short(task_id)}")
+    return " ".join(parts)
+
+
+def fault_expired(*, fault_since: Optional[float], now: float, window: float) -> bool:
+    """A fatal-kind fault (FILE_NOT_FOUND, PERMISSION_DENIED, ...) that has
+    persisted for the whole window: fail fast instead of retrying forever."""
+    return fault_since is not None and now - fault_since >= window
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingItem:
+    request_id: int
+    job_id: str
+    priority: int
+    qtime: float
+    identity: str
+    source_collection: str
+    destination_collection: str
+    options_key: str
+    source_path: str
+    destination_path: str
+    recursive: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    identity: str
+    source_collection: str
+    destination_collection: str
+    options_key: str
+    items: Tuple[PendingItem, ...]
+
+    @property
+    def request_ids(self) -> Tuple[int, ...]:
+        seen: Dict[int, None] = {}
+        for it in self.items:
+            seen.setdefault(it.request_id, None)
+        return tuple(seen)
+
+
+def plan_batches(pending: Sequence[PendingItem], *, max_items: int,
+                 free_slots: Mapping[str, int]) -> List[Batch]:
+    """Group pending items into Globus tasks, fairly and within limits.
+
+    Items are taken in PBS priority order (priority, then queue time), grouped
+    by what one Globus task can carry (identity, both collections, options);
+    a request's items are never split across the cut-off of a full batch, and
+    no identity gets more new tasks than it has free slots.
+    """
+    order = sorted(pending, key=lambda p: (-p.priority, p.qtime, p.job_id, p.request_id))
+    by_request: Dict[int, List[PendingItem]] = {}
+    for item in order:
+        by_request.setdefault(item.request_id, []).append(item)
+    open_batches: Dict[Tuple[str, str, str, str], List[List[PendingItem]]] = {}
+    used: Dict[str, int] = {}
+    result_order: List[Tuple[Tuple[str, str, str, str], int]] = []
+    for items in by_request.values():
+        first = items[0]
+        key = (first.identity, first.source_collection, first.destination_collection,
+               first.options_key)
+        groups = open_batches.setdefault(key, [])
+        if groups and len(groups[-1]) + len(items) <= max_items:
+            groups[-1].extend(items)
+            continue
+        if used.get(first.identity, 0) >= free_slots.get(first.identity, 0):
+            continue  # waits for a slot; keeps its place by priority next cycle
+        used[first.identity] = used.get(first.identity, 0) + 1
+        groups.append(list(items))
+        result_order.append((key, len(groups) - 1))
+    return [Batch(identity=k[0], source_collection=k[1], destination_collection=k[2],
+                  options_key=k[3], items=tuple(open_batches[k][i])) for k, i in result_order]
+
+
+def utc_epoch(dt_tuple: time.struct_time) -> float:
+    return float(calendar.timegm(dt_tuple))
+
+
+def summarize(outcomes: Iterable[str]) -> Optional[bool]:
+    """True when every item succeeded, False when any failed, None otherwise."""
+    seen = list(outcomes)
+    if not seen:
+        return None
+    if any(o == "failed" for o in seen):
+        return False
+    if all(o == "succeeded" for o in seen):
+        return True
+    return None

@@ -1,0 +1,513 @@
+"""The Globus backend: ``backend.TransferBackend`` on globus-sdk v4.
+
+One ``TransferClient`` per identity (cached), each with its own small
+``RetryConfig``: the SDK retries 429/5xx/network errors itself, honouring
+``Retry-After``, but only ``max_retries`` times with sleeps capped at
+``max_retry_sleep`` -- an agent cycle has a time budget and the SDK default
+(5 retries of up to 10 s) would blow it.  What is still failing after that is
+``RetryableError``: nothing changed, try next cycle.
+
+Errors
+======
+
+=====================================================  ==========================================
+Globus answer (after the SDK's own retries)            raised
+=====================================================  ==========================================
+401 AuthenticationFailed; token refresh invalid_grant  ``WaitingForUser`` (action: login)
+403 ConsentRequired                                     ``WaitingForUser`` (code ConsentRequired,
+                                                        action ``globus-staging login --collection C``)
+429, 5xx, network errors, timeouts                      ``RetryableError``
+409 Conflict at submit                                  adopt the active task with the same paths
+any other 4xx                                           ``FatalError`` with Globus's code and message
+=====================================================  ==========================================
+
+Task classification (``poll`` / ``get_task``)
+==============================================
+
+=========  =======================================  ===================  ============================
+status     nice_status / fatal_error                outcome              fields
+=========  =======================================  ===================  ============================
+SUCCEEDED  --                                       DONE
+FAILED     fatal_error {code, description}          FATAL                fatal_code = code (CANCELED,
+                                                                         EXPIRED, ...), message =
+                                                                         description
+INACTIVE   (credentials expired)                    WAITING_FOR_USER     action = provider's login
+                                                                         command
+ACTIVE     None, "OK", "Queued"                     RUNNING
+ACTIVE     a code in ``fault_codes_fatal``          RUNNING              fatal_code = that code: the
+           (FILE_NOT_FOUND, PERMISSION_DENIED,                           agent fails fast after its
+           QUOTA_EXCEEDED, NO_SPACE_LEFT, ...)                           configured window
+ACTIVE     any other fault (CONNECT_FAILED,         RUNNING              nice_status kept; Globus
+           ENDPOINT_TOO_BUSY, GC_PAUSED, ...)                            keeps retrying by itself
+other      unknown status                           RUNNING              nice_status = the status
+=========  =======================================  ===================  ============================
+
+Progress (files, files_transferred, files_skipped, bytes_transferred,
+effective_bytes_per_second, faults) is copied from the task document.
+Tasks not returned by ``task_list`` (not visible to this identity) are absent
+from ``poll``'s result.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import logging
+import re
+import threading
+import typing as t
+
+import globus_sdk
+from globus_sdk import TransferClient, TransferData
+from globus_sdk.transport import RequestsTransport, RetryConfig
+
+from .backend import Outcome, SubmitResult, TaskReport, TransferSpec
+from .credentials import CredentialProvider
+from .errors import FatalError, RetryableError, StagingError, WaitingForUser
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FATAL_FAULTS: frozenset[str] = frozenset({
+    "FILE_NOT_FOUND",
+    "PERMISSION_DENIED",
+    "QUOTA_EXCEEDED",
+    "NO_SPACE_LEFT",
+    "FILE_SIZE_CHANGED",
+    "INVALID_PATH",
+})
+_HEALTHY = frozenset({"OK", "QUEUED"})
+MAX_LABEL = 128
+MAX_EXPLAIN = 300
+POLL_CHUNK = 1000
+_UUID_IN_SCOPE = re.compile(
+    r"scopes/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"/data_access"
+)
+
+
+def sanitize_label(label: str) -> str:
+    """Globus labels: at most 128 characters, no newlines, no outer spaces."""
+    text = " ".join("".join(" " if not c.isprintable() else c for c in label or "").split())
+    return text[:MAX_LABEL].strip()
+
+
+def _one_line(text: t.Any, limit: int = MAX_EXPLAIN) -> str:
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+
+
+def _int(value: t.Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: t.Any) -> float:
+    try:
+        return float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _deadline_text(deadline: _dt.datetime) -> str:
+    if deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=_dt.timezone.utc)
+    return deadline.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class GlobusBackend:
+    """``TransferBackend`` talking to Globus Transfer through globus-sdk.
+
+    ``calls[identity]`` counts logical API calls (one per request the backend
+    makes, pages included); ``http_requests[identity]`` counts HTTP answers
+    received, the SDK's retries included.
+    """
+
+    def __init__(
+        self,
+        *,
+        credentials: CredentialProvider,
+        transfer_url: str | None = None,
+        max_retries: int = 2,
+        max_retry_sleep: float = 5.0,
+        http_timeout: float = 30,
+        app_name: str = "pbs-globus-staging",
+        fault_codes_fatal: t.AbstractSet[str] = DEFAULT_FATAL_FAULTS,
+        poll_chunk_size: int = POLL_CHUNK,
+    ) -> None:
+        if max_retries < 0 or max_retry_sleep < 0 or http_timeout <= 0:
+            raise ValueError("max_retries, max_retry_sleep >= 0 and http_timeout > 0 expected")
+        if not 1 <= poll_chunk_size <= POLL_CHUNK:
+            raise ValueError(f"poll_chunk_size must be 1..{POLL_CHUNK}")
+        self.credentials = credentials
+        self.transfer_url = transfer_url
+        self.max_retries = max_retries
+        self.max_retry_sleep = max_retry_sleep
+        self.http_timeout = http_timeout
+        self.app_name = app_name
+        self.fault_codes_fatal = frozenset(c.upper() for c in fault_codes_fatal)
+        self.poll_chunk_size = poll_chunk_size
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.http_requests: collections.Counter[str] = collections.Counter()
+        self._clients: dict[str, TransferClient] = {}
+        self._lock = threading.Lock()
+
+    # -- clients ------------------------------------------------------------------
+
+    def _client(self, identity: str) -> TransferClient:
+        with self._lock:
+            client = self._clients.get(identity)
+            if client is None:
+                transport = RequestsTransport(http_timeout=self.http_timeout)
+
+                def count(response: t.Any, *args: t.Any, **kwargs: t.Any) -> None:
+                    self.http_requests[identity] += 1
+
+                transport.session.hooks["response"].append(count)
+                client = TransferClient(
+                    base_url=self.transfer_url,
+                    app_name=self.app_name,
+                    transport=transport,
+                    # a fresh RetryConfig per client: the client registers its
+                    # retry checks on the object it is given
+                    retry_config=RetryConfig(
+                        max_retries=self.max_retries, max_sleep=self.max_retry_sleep
+                    ),
+                )
+                self._clients[identity] = client
+        # Asked on every call: the provider notices a new login or a removed
+        # token file, and caches the authorizer itself.
+        client.authorizer = self.credentials.authorizer(identity)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.transport.close()
+
+    # -- error mapping ------------------------------------------------------------------
+
+    def _call(
+        self,
+        identity: str,
+        what: str,
+        fn: t.Callable[[TransferClient], t.Any],
+        *,
+        collections: t.Sequence[str] = (),
+        passthrough: t.Callable[[globus_sdk.GlobusAPIError], bool] | None = None,
+    ) -> t.Any:
+        """Run one SDK call for ``identity`` and translate whatever it raises."""
+        client = self._client(identity)
+        self.calls[identity] += 1
+        try:
+            return fn(client)
+        except globus_sdk.AuthAPIError as err:
+            # The authorizer's token refresh failed inside the Transfer call.
+            return self._raise_auth(identity, what, err)
+        except globus_sdk.GlobusAPIError as err:
+            if passthrough is not None and passthrough(err):
+                raise
+            return self._raise_transfer(identity, what, err, collections)
+        except globus_sdk.NetworkError as err:
+            raise RetryableError(
+                f"Globus {what}: network error ({type(err).__name__}); will retry"
+            ) from None
+        except StagingError:
+            raise
+        except globus_sdk.GlobusError as err:
+            raise RetryableError(f"Globus {what}: {type(err).__name__}: {_one_line(err)}") from None
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            # Malformed answers (e.g. non-JSON from a proxy) must not escape as
+            # tracebacks; the agent tries again next cycle.
+            log.warning("Globus %s for %s: unexpected %s", what, identity, type(err).__name__,
+                        exc_info=True)
+            raise RetryableError(
+                f"Globus {what}: unexpected answer ({type(err).__name__}); will retry"
+            ) from None
+
+    def _raise_auth(self, identity: str, what: str, err: globus_sdk.GlobusAPIError) -> t.NoReturn:
+        from .credentials import auth_error_to_staging
+
+        exc = auth_error_to_staging(
+            err,
+            who=self.credentials.describe(identity),
+            action=self.credentials.login_action(identity),
+        )
+        if isinstance(exc, WaitingForUser):
+            self.credentials.forget(identity)
+        raise exc from None
+
+    def _raise_transfer(
+        self,
+        identity: str,
+        what: str,
+        err: globus_sdk.GlobusAPIError,
+        collections: t.Sequence[str],
+    ) -> t.NoReturn:
+        status = err.http_status
+        code = err.code or f"HTTP{status}"
+        text = _one_line(err.message or err.http_reason)
+        if status == 401 or code.endswith("AuthenticationFailed"):
+            self.credentials.forget(identity)
+            action = self.credentials.login_action(identity)
+            raise WaitingForUser(
+                f"Globus refused the credentials of {self.credentials.describe(identity)} "
+                f"({code}); {self._todo(action)}",
+                action=action,
+                code="AuthenticationFailed",
+            ) from None
+        if code == "ConsentRequired" or code.endswith(".ConsentRequired"):
+            needed = self._consent_collections(err) or list(collections)
+            action = self.credentials.login_action(identity, collections=needed)
+            raise WaitingForUser(
+                f"Globus needs consent for collection(s) {', '.join(needed) or '?'} "
+                f"from {self.credentials.describe(identity)}; {self._todo(action)}",
+                action=action,
+                code="ConsentRequired",
+            ) from None
+        if status == 429 or status >= 500 or status in (408,):
+            raise RetryableError(f"Globus {what}: HTTP {status} {code}: {text}") from None
+        raise FatalError(f"Globus {what}: {code}: {text}") from None
+
+    @staticmethod
+    def _todo(action: str) -> str:
+        return f"run `{action}`" if action.startswith("globus-staging") else action
+
+    @staticmethod
+    def _consent_collections(err: globus_sdk.GlobusAPIError) -> list[str]:
+        scopes: list[str] = []
+        info = err.info.consent_required
+        if info:
+            scopes.extend(info.required_scopes or [])
+        raw = err.raw_json if isinstance(err.raw_json, dict) else {}
+        params = raw.get("authorization_parameters")
+        if isinstance(params, dict) and isinstance(params.get("required_scopes"), list):
+            scopes.extend(s for s in params["required_scopes"] if isinstance(s, str))
+        found: list[str] = []
+        for scope in scopes:
+            for cid in _UUID_IN_SCOPE.findall(scope):
+                if cid.lower() not in found:
+                    found.append(cid.lower())
+        return found
+
+    # -- TransferBackend ----------------------------------------------------------------
+
+    def new_submission_id(self, identity: str) -> str:
+        res = self._call(identity, "get_submission_id", lambda c: c.get_submission_id())
+        value = res.get("value")
+        if not isinstance(value, str) or not value:
+            raise RetryableError("Globus get_submission_id: answer had no value; will retry")
+        return value
+
+    def transfer_data(self, spec: TransferSpec) -> TransferData:
+        """The submit document for ``spec`` (public for tests and dry runs)."""
+        if not spec.items:
+            raise FatalError("transfer has no items")
+        if not spec.submission_id:
+            # Letting the SDK fetch one here would defeat idempotency.
+            raise FatalError("transfer has no submission id (persist one first)")
+        kwargs: dict[str, t.Any] = {
+            "submission_id": spec.submission_id,
+            "verify_checksum": bool(spec.verify_checksum),
+            "skip_source_errors": bool(spec.skip_source_errors),
+            "preserve_timestamp": bool(spec.preserve_timestamp),
+            # The agent reports through job comments and alerts; a Globus mail
+            # per finished stage-in would be noise.  INACTIVE still mails: the
+            # user must act on it.
+            "notify_on_succeeded": False,
+            "notify_on_failed": False,
+        }
+        label = sanitize_label(spec.label)
+        if label:
+            kwargs["label"] = label
+        if spec.sync_level:
+            if spec.sync_level not in ("exists", "size", "mtime", "checksum"):
+                raise FatalError(
+                    f"sync level {spec.sync_level!r}: expected exists, size, mtime or checksum"
+                )
+            kwargs["sync_level"] = spec.sync_level
+        if spec.deadline is not None:
+            kwargs["deadline"] = _deadline_text(spec.deadline)
+        data = TransferData(spec.source_collection, spec.destination_collection, **kwargs)
+        for item in spec.items:
+            data.add_item(item.source_path, item.destination_path, recursive=item.recursive)
+        return data
+
+    def submit(self, identity: str, spec: TransferSpec) -> SubmitResult:
+        data = self.transfer_data(spec)
+        collections = [spec.source_collection, spec.destination_collection]
+
+        def conflict_or_duplicate(err: globus_sdk.GlobusAPIError) -> bool:
+            return err.http_status == 409 or err.code == "Duplicate"
+
+        try:
+            res = self._call(
+                identity, "submit_transfer", lambda c: c.submit_transfer(data),
+                collections=collections, passthrough=conflict_or_duplicate,
+            )
+        except globus_sdk.GlobusAPIError as err:
+            raw = err.raw_json if isinstance(err.raw_json, dict) else {}
+            if err.code == "Duplicate" and isinstance(raw.get("task_id"), str):
+                return SubmitResult(task_id=raw["task_id"], duplicate=True)
+            if err.http_status == 409 and err.code in ("Conflict", "ClientError.Conflict"):
+                task_id = self.find_active_task(identity, spec)
+                if task_id:
+                    log.info("submit for %s: Conflict; adopting active task %s", identity, task_id)
+                    return SubmitResult(task_id=task_id, adopted=True)
+                raise RetryableError(
+                    "Globus submit_transfer: Conflict (a transfer with identical paths is "
+                    "still active) but no matching active task is visible; will retry"
+                ) from None
+            self._raise_transfer(identity, "submit_transfer", err, collections)
+        task_id = res.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise RetryableError("Globus submit_transfer: answer had no task_id; will retry")
+        return SubmitResult(task_id=task_id, duplicate=res.get("code") == "Duplicate")
+
+    def poll(self, identity: str, task_ids: t.Sequence[str]) -> t.Mapping[str, TaskReport]:
+        wanted = list(dict.fromkeys(str(tid) for tid in task_ids))
+        result: dict[str, TaskReport] = {}
+        for start in range(0, len(wanted), self.poll_chunk_size):
+            chunk = wanted[start:start + self.poll_chunk_size]
+            chunk_set = set(chunk)
+            for doc in self._task_list(identity, {"task_id": chunk}):
+                tid = doc.get("task_id")
+                if tid in chunk_set:
+                    result[tid] = self.classify(identity, doc)
+        return result
+
+    def _task_list(self, identity: str, filt: dict[str, t.Any]) -> t.Iterator[dict[str, t.Any]]:
+        """All task documents matching ``filt``, paging with offset when a page is full."""
+        offset = 0
+        limit = POLL_CHUNK
+        while True:
+            page = self._call(
+                identity, "task_list",
+                lambda c, o=offset: c.task_list(filter=filt, limit=limit, offset=o),
+            )
+            docs = [d for d in (page.get("DATA") or []) if isinstance(d, dict)]
+            yield from docs
+            offset += len(docs)
+            more = page.get("has_next_page")
+            if not isinstance(more, bool):
+                total = page.get("total")
+                more = offset < total if isinstance(total, int) else len(docs) >= limit
+            if not docs or not more:
+                return
+
+    def classify(self, identity: str, doc: t.Mapping[str, t.Any]) -> TaskReport:
+        """A task document -> TaskReport (see the table in the module docstring)."""
+        status = str(doc.get("status") or "")
+        nice = doc.get("nice_status")
+        nice = str(nice) if nice else None
+        common = dict(
+            task_id=str(doc.get("task_id") or ""),
+            status=status,
+            nice_status=nice,
+            files=_int(doc.get("files")),
+            files_transferred=_int(doc.get("files_transferred")),
+            files_skipped=_int(doc.get("files_skipped")),
+            bytes_transferred=_int(doc.get("bytes_transferred")),
+            bytes_per_second=_float(doc.get("effective_bytes_per_second")),
+            faults=_int(doc.get("faults")),
+            label=str(doc.get("label") or ""),
+            owner_id=str(doc.get("owner_id") or ""),
+            completion_time=doc.get("completion_time") or None,
+        )
+        if status == "SUCCEEDED":
+            return TaskReport(outcome=Outcome.DONE, **common)
+        if status == "FAILED":
+            fatal = doc.get("fatal_error") if isinstance(doc.get("fatal_error"), dict) else {}
+            code = str(fatal.get("code") or "FAILED")
+            return TaskReport(
+                outcome=Outcome.FATAL, fatal_code=code,
+                message=_one_line(fatal.get("description") or f"task {code.lower()}"),
+                **common,
+            )
+        if status == "INACTIVE":
+            action = self.credentials.login_action(identity)
+            return TaskReport(
+                outcome=Outcome.WAITING_FOR_USER, action=action,
+                message=("Globus suspended the task: the credentials of "
+                         f"{self.credentials.describe(identity)} expired; {self._todo(action)}"),
+                **common,
+            )
+        fatal_code = None
+        message = ""
+        if nice and nice.upper() not in _HEALTHY:
+            short = _one_line(doc.get("nice_status_short_description") or nice)
+            message = f"{nice}: {short}" if short != nice else nice
+            if nice.upper() in self.fault_codes_fatal:
+                fatal_code = nice
+        if status != "ACTIVE" and not nice:
+            common["nice_status"] = status or None
+        return TaskReport(outcome=Outcome.RUNNING, fatal_code=fatal_code, message=message,
+                          **common)
+
+    def get_task(self, identity: str, task_id: str) -> TaskReport:
+        doc = self._call(identity, "get_task", lambda c: c.get_task(task_id))
+        return self.classify(identity, doc.data if hasattr(doc, "data") else doc)
+
+    def cancel(self, identity: str, task_id: str) -> None:
+        def done_already(err: globus_sdk.GlobusAPIError) -> bool:
+            return err.code == "TaskComplete"
+
+        try:
+            res = self._call(identity, "cancel_task", lambda c: c.cancel_task(task_id),
+                             passthrough=done_already)
+        except globus_sdk.GlobusAPIError:
+            return  # TaskComplete: nothing left to cancel
+        log.info("cancel %s for %s: %s", task_id, identity, res.get("code"))
+
+    def explain(self, identity: str, task_id: str) -> str:
+        """Globus's own words for what is wrong: the latest error event, one line."""
+        page = self._call(identity, "task_event_list",
+                          lambda c: c.task_event_list(task_id, limit=25))
+        for event in page.get("DATA") or []:  # newest first
+            if isinstance(event, dict) and event.get("is_error"):
+                code = str(event.get("code") or "ERROR")
+                text = f"{code}: {event.get('description') or ''}".rstrip(": ")
+                details = event.get("details")
+                if details:
+                    text += f" ({_one_line(details, 200)})"
+                return _one_line(text)
+        return ""
+
+    def find_active_task(self, identity: str, spec: TransferSpec) -> t.Optional[str]:
+        """An ACTIVE/INACTIVE transfer of this identity with the same collections
+        and label -- what a 409 Conflict means (Globus does not list a task's
+        items, so the label, which the agent makes unique per request, stands in
+        for the paths).  The newest wins if several match."""
+        label = sanitize_label(spec.label)
+        src, dst = spec.source_collection.lower(), spec.destination_collection.lower()
+        best: tuple[str, str] | None = None
+        for doc in self._task_list(
+            identity, {"type": ["TRANSFER"], "status": ["ACTIVE", "INACTIVE"]}
+        ):
+            if (
+                str(doc.get("source_endpoint_id") or "").lower() == src
+                and str(doc.get("destination_endpoint_id") or "").lower() == dst
+                and str(doc.get("label") or "") == label
+                and doc.get("status") in ("ACTIVE", "INACTIVE")
+            ):
+                key = (str(doc.get("request_time") or ""), str(doc.get("task_id")))
+                if best is None or key > best:
+                    best = key
+        return best[1] if best else None
+
+    def successful_paths(self, identity: str, task_id: str) -> t.Sequence[t.Tuple[str, str]]:
+        paths: list[tuple[str, str]] = []
+        marker: t.Any = globus_sdk.MISSING
+        while True:
+            page = self._call(
+                identity, "task_successful_transfers",
+                lambda c, m=marker: c.task_successful_transfers(task_id, marker=m),
+            )
+            for item in page.get("DATA") or []:
+                if isinstance(item, dict):
+                    paths.append((str(item.get("source_path") or ""),
+                                  str(item.get("destination_path") or "")))
+            marker = page.get("next_marker")
+            if not marker:
+                return paths
