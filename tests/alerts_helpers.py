@@ -61,10 +61,10 @@ def start_smtp(port: int | None = None, *, users: dict | None = None, tls_contex
         def authenticator(server, session, envelope, mechanism, auth_data):
             if isinstance(auth_data, LoginPassword):
                 login, password = auth_data.login.decode(), auth_data.password.decode()
-                ok = users.get(login) == password
-                if ok:
+                if users.get(login) == password:
                     capture.logins.append((login, mechanism))
-                return AuthResult(success=ok)
+                    return AuthResult(success=True)
+            # handled=False: the server answers 535 itself.
             return AuthResult(success=False, handled=False)
         kw.update(authenticator=authenticator, auth_require_tls=tls_context is not None)
     if tls_context is not None:

@@ -71,6 +71,8 @@ class Site:
         toks = self.emu.issue_tokens(self.identity_id, client_id=native)
         token_dir = self.user_token_dir(user)
         token_dir.parent.mkdir(parents=True, exist_ok=True)
+        if token_dir.exists():  # a second login: this helper writes as root, then chowns
+            os.chown(token_dir, 0, 0)
         write_user_tokens(
             UserTokens(client_id=native, refresh_token=toks["refresh_token"],
                        scope=toks["scope"], collections=(), created_at=1),
@@ -98,6 +100,7 @@ def site(globus_emulator: t.Any, tmp_path: pathlib.Path) -> Site:
     src_dir, dst_dir, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
     for d in (src_dir, dst_dir):
         d.mkdir()
+    state.mkdir(mode=0o700)
     src = emu.add_collection("remote-dtn", directory=src_dir)
     dst = emu.add_collection("site-fs", directory=dst_dir)
     ident = emu.add_identity("alice@example.org")

@@ -24,7 +24,7 @@ import os
 import re
 import socket
 import urllib.parse
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from .errors import ConfigError
@@ -117,6 +117,12 @@ class StagingEvent:
         object.__setattr__(self, "mail_users",
                            tuple(u.strip() for u in (users or ()) if u and u.strip()))
 
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> StagingEvent:
+        """From the agent's event dicts: unknown keys ignored, None means unset."""
+        kw = {k: v for k, v in data.items() if k in _EVENT_FIELDS and v is not None}
+        return cls(**kw)
+
     def dedup_key(self) -> str:
         return self.key or f"{self.job_id or '-'}:{self.kind}:{self.task_id or '-'}"
 
@@ -129,6 +135,8 @@ class StagingEvent:
         """The owner's user name (PBS's Job_Owner is ``user@submithost``)."""
         return self.owner.partition("@")[0]
 
+
+_EVENT_FIELDS = frozenset(f.name for f in fields(StagingEvent))
 
 # --------------------------------------------------------------------------- rules
 
@@ -491,11 +499,22 @@ class Delivery:
 
 
 class Ledger(Protocol):
-    """What the journal offers: which alerts went out, and when."""
+    """What the journal offers: which alerts went out, and when.
 
-    def alert_state(self, rule: str, key: str) -> tuple[Any, Any, int] | None: ...
+    ``alert_state`` returns None (never sent) or the journal's ``AlertRow``
+    (``first_sent``, ``last_sent``, ``count``), or a plain
+    ``(first_sent, last_sent, count)`` tuple.
+    """
 
-    def mark_alert(self, rule: str, key: str, at: float) -> None: ...
+    def alert_state(self, rule: str, key: str) -> Any: ...
+
+    def mark_alert(self, rule: str, key: str, *, at: float) -> Any: ...
+
+
+def _last_sent(state: Any) -> Any:
+    if hasattr(state, "last_sent"):
+        return state.last_sent
+    return state[1]
 
 
 def _epoch(value: Any) -> float | None:
@@ -615,7 +634,7 @@ class AlertEngine:
         ledger_rule = f"{rule.name}/{action.label}"
         try:
             state = self.ledger.alert_state(ledger_rule, key)
-            last = _epoch(state[1]) if state is not None else None
+            last = _epoch(_last_sent(state)) if state is not None else None
         except Exception as exc:  # journal locked or broken: cannot tell, so don't send now
             log.warning("alerts: cannot read alert state for %s %s: %s", ledger_rule, key,
                         _one_line(redact(str(exc))))
@@ -673,7 +692,7 @@ class AlertEngine:
 
     def _mark(self, d: Delivery, now: float) -> Delivery:
         try:
-            self.ledger.mark_alert(d.ledger_rule, d.key, now)
+            self.ledger.mark_alert(d.ledger_rule, d.key, at=now)
         except Exception as exc:
             # Sent but not recorded: it will go out again next cycle (at-least-once).
             log.warning("alerts: sent %s for %s but could not record it: %s", d.ledger_rule,

@@ -751,11 +751,16 @@ class UserTokenProvider:
             hit = self._authorizers.get(identity)
             if hit is not None and hit[0] == rt_hash:
                 return hit[1]
-            storage = _Namespaced(self._shared, self._db_lock, f"user/{identity}")
+            # The cache is keyed by user *and* login (a hash of the refresh
+            # token in the user's file), so a new login never picks up an access
+            # token minted from an older one.
+            namespace = f"user/{identity}/{rt_hash[:32]}"
+            self._purge(identity, keep=namespace)
+            storage = _Namespaced(self._shared, self._db_lock, namespace)
             cached = storage.get_token_data(TRANSFER_RESOURCE_SERVER)
             refresh_token = tokens.refresh_token
             kwargs: dict[str, t.Any] = {}
-            if cached is not None and cached.extra.get("source_rt_sha256") == rt_hash:
+            if cached is not None:
                 # Globus may rotate refresh tokens; the newest one lives only in
                 # our root-only cache (never written back into the user's dir).
                 if cached.refresh_token:
@@ -777,7 +782,6 @@ class UserTokenProvider:
                         refresh_token=data.get("refresh_token") or refresh_token,
                         expires_at_seconds=int(data["expires_at_seconds"]),
                         token_type=data.get("token_type"),
-                        extra={"source_rt_sha256": rt_hash},
                     )
                 })
 
@@ -809,5 +813,13 @@ class UserTokenProvider:
         with self._lock:
             self._authorizers.pop(identity, None)
             # A cached access token that Globus just refused must not come back.
-            storage = _Namespaced(self._shared, self._db_lock, f"user/{identity}")
-            storage.remove_token_data(TRANSFER_RESOURCE_SERVER)
+            self._purge(identity, keep=None)
+
+    def _purge(self, identity: str, *, keep: str | None) -> None:
+        """Drop cached tokens of ``identity``'s other (older) logins."""
+        prefix = f"user/{identity}/"
+        with self._db_lock:
+            for namespace in list(self._shared.iter_namespaces()):
+                if namespace.startswith(prefix) and namespace != keep:
+                    self._shared.namespace = namespace
+                    self._shared.remove_token_data(TRANSFER_RESOURCE_SERVER)

@@ -1,0 +1,299 @@
+"""``globus-staging``: the agent, the admin's install/status tools, the user's view.
+
+Exit codes scripts can rely on: 0 ok, 1 the thing asked about is in a bad
+state (e.g. ``check`` found a problem), 2 usage or configuration error,
+3 a retryable outage (PBS or Globus unreachable), 4 not found / not yours.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .errors import ConfigError, RetryableError, StagingError
+
+EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_RETRY, EXIT_NOTFOUND = 0, 1, 2, 3, 4
+DEFAULT_SITE_CONFIG = "/etc/pbs-globus-staging/site.yaml"
+
+
+# ------------------------------------------------------------------ plumbing
+def load_site(path: Optional[str]):
+    from . import siteconfig
+    path = path or os.environ.get("GLOBUS_STAGING_CONFIG") or DEFAULT_SITE_CONFIG
+    if not os.path.exists(path) and path == DEFAULT_SITE_CONFIG:
+        raise ConfigError(f"{path}: no site config (pass --config FILE; "
+                          "install/site.yaml.example shows the keys)")
+    return siteconfig.load(path)
+
+
+def pbs_home(cfg) -> str:
+    from .pbsctl import read_pbs_conf
+    return cfg.pbs.home or read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs"
+
+
+def journal_path(cfg) -> str:
+    return cfg.journal.path or os.path.join(pbs_home(cfg), "globus_staging", "journal.sqlite")
+
+
+def state_dir(cfg) -> Path:
+    return Path(journal_path(cfg)).parent
+
+
+def open_journal(cfg, *, readonly: bool = False):
+    from .journal import Journal
+    return Journal.open(journal_path(cfg), readonly=readonly)
+
+
+def make_backend(cfg):
+    from . import credentials
+    from .globus_backend import GlobusBackend
+    cred = cfg.credentials
+    if cred.mode == "client":
+        if not cred.client_id or not cred.client_secret_file:
+            raise ConfigError(f"{cfg.source}: credentials: client mode needs client_id and "
+                              "client_secret_file")
+        provider = credentials.ClientCredentialsProvider(
+            client_id=cred.client_id, client_secret_file=Path(cred.client_secret_file),
+            token_storage_path=state_dir(cfg) / "client-tokens.db", auth_url=cfg.globus.auth_url)
+    else:
+        if not cred.client_id:
+            raise ConfigError(f"{cfg.source}: credentials.client_id: the native app's client "
+                              "id is needed in user mode")
+        provider = credentials.UserTokenProvider(
+            client_id=cred.client_id, token_dir_template=cred.token_dir,
+            cache_path=state_dir(cfg) / "user-tokens.db", auth_url=cfg.globus.auth_url)
+    return GlobusBackend(credentials=provider, transfer_url=cfg.globus.transfer_url,
+                         max_retries=cfg.globus.max_retries, http_timeout=cfg.globus.http_timeout)
+
+
+def make_alerts(cfg, journal):
+    """The alert sink the agent calls with its events (None when unconfigured)."""
+    try:
+        from . import alerts as alerts_mod
+    except ImportError:
+        return None
+    factory = getattr(alerts_mod, "sink_for_agent", None)
+    if factory is None:
+        return None
+    return factory(cfg, journal=journal)
+
+
+def setup_logging(verbose: bool, log_file: Optional[str] = None) -> None:
+    handlers: List[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        try:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(log_file))
+        except OSError:
+            pass
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The SDK logs request details at DEBUG; keep tokens out of logs regardless.
+    logging.getLogger("globus_sdk").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_agent(args) -> int:
+    from .agent import Agent
+    from .pbsctl import PbsCommands
+    cfg = load_site(args.config)
+    setup_logging(args.verbose, os.path.join(str(state_dir(cfg)), "agent.log"))
+    journal = open_journal(cfg)
+    agent = Agent(config=cfg, journal=journal, pbs=PbsCommands(pbs_exec=cfg.pbs.exec),
+                  backend=make_backend(cfg), alerts=make_alerts(cfg, journal))
+    rc = EXIT_OK
+    while True:
+        stats = agent.run(budget=args.budget if args.budget is not None else cfg.agent.cycle_budget)
+        logging.getLogger("pbs_globus_staging.agent").info(
+            "cycle done: passes=%d polls=%d submitted=%d released=%d globus_calls=%d "
+            "pbs_calls=%d cpu=%.3fs errors=%d", stats.passes, stats.polls, stats.submitted,
+            stats.released, stats.globus_calls, stats.pbs_calls, stats.cpu_seconds,
+            len(stats.errors))
+        rc = EXIT_OK if stats.ok else EXIT_RETRY
+        if args.once:
+            break
+    journal.close()
+    return rc
+
+
+def cmd_emulator(args) -> int:
+    from .emulator import __main__ as emu_main
+    return int(emu_main.main(args.rest) or 0)
+
+
+def _installer_inputs(args):
+    from . import installer
+    from .pbsctl import read_pbs_conf
+    cfg = load_site(args.config)
+    conf = read_pbs_conf()
+    pbs_exec = cfg.pbs.exec or conf.get("PBS_EXEC") or "/opt/pbs"
+    home = pbs_home(cfg)
+    cf_path = Path(home) / "globus_staging" / "globus_staging.json"
+    plan = installer.make_plan(hook_config=cf_path, periodic_freq=args.freq,
+                               periodic_alarm=args.alarm)
+    periodic_attrs = dict(plan.hooks[-1][2])
+    alarm = float(periodic_attrs.get("alarm", 60))
+    freq = float(periodic_attrs.get("freq", 30))
+    # The run must end before the next one is due, or PBS skips that one and
+    # the release lag doubles: leave the interpreter start-up some room.
+    budget = min(cfg.agent.cycle_budget, max(1.0, freq - 3.0), max(1.0, alarm - 10.0))
+    data = installer.hook_config(site_config_path=Path(os.path.abspath(cfg.source)), site=cfg,
+                                 journal=journal_path(cfg),
+                                 python=args.python or cfg.agent.python or sys.executable,
+                                 cycle_budget=budget, alarm=alarm, env=_forward_env())
+    return installer, cfg, pbs_exec, cf_path, plan, data
+
+
+def _forward_env() -> dict:
+    keys = ("GLOBUS_SDK_SERVICE_URL_TRANSFER", "GLOBUS_SDK_SERVICE_URL_AUTH", "PBS_CONF_FILE",
+            "GLOBUS_STAGING_CONFIG")
+    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+
+def cmd_install(args) -> int:
+    installer, cfg, pbs_exec, cf_path, plan, data = _installer_inputs(args)
+    if args.dry_run:
+        print(f"# pbs-globus-staging: qmgr script (run as root: qmgr < FILE)")
+        print(f"# hook config to be written to {cf_path}")
+        for line in plan.script(assume_empty=True):
+            print(line)
+        return EXIT_OK
+    installer.write_hook_config(cf_path, data)
+    journal = open_journal(cfg)
+    journal.close()
+    installer.install(plan, installer.Qmgr(pbs_exec=pbs_exec))
+    print(f"installed: hook config {cf_path}; journal {journal_path(cfg)}")
+    return EXIT_OK
+
+
+def cmd_uninstall(args) -> int:
+    installer, cfg, pbs_exec, cf_path, plan, _data = _installer_inputs(args)
+    if args.dry_run:
+        for name, _s, _a in plan.hooks:
+            print(f"delete hook {name}")
+        for name, _ in installer.RESOURCES:
+            print(f"delete resource {name}")
+        return EXIT_OK
+    problems = installer.uninstall(plan, installer.Qmgr(pbs_exec=pbs_exec))
+    for p in problems:
+        print(f"globus-staging: {p}", file=sys.stderr)
+    print(f"kept: the journal {journal_path(cfg)} (job history); remove it by hand if wanted")
+    return EXIT_BAD if problems else EXIT_OK
+
+
+def _caller() -> str:
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def cmd_show(args) -> int:
+    from . import report
+    cfg = load_site(args.config)
+    journal = open_journal(cfg, readonly=True)
+    try:
+        view = report.job_timeline(journal, args.jobid)
+    finally:
+        journal.close()
+    if view is None or (os.getuid() != 0 and view["owner"] != _caller()):
+        # Another user's job reads exactly like a job that does not exist.
+        print(f"globus-staging: no staging record for job {args.jobid}", file=sys.stderr)
+        return EXIT_NOTFOUND
+    if args.json:
+        json.dump(view, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(report.format_timeline(view))
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from . import report
+    cfg = load_site(args.config)
+    journal = open_journal(cfg, readonly=True)
+    try:
+        data = report.status(journal, user=None if os.getuid() == 0 else _caller())
+    finally:
+        journal.close()
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(report.format_status(data))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from . import demo
+    return demo.main(workdir=args.workdir, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="globus-staging",
+                                description="Globus data staging for PBS jobs.")
+    p.add_argument("--config", help=f"site config YAML (default {DEFAULT_SITE_CONFIG} "
+                                     "or $GLOBUS_STAGING_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    a = sub.add_parser("agent", help="run the staging agent (what the periodic hook runs)")
+    a.add_argument("--once", action="store_true", help="one bounded run, then exit")
+    a.add_argument("--budget", type=float, help="seconds this run may take")
+    a.set_defaults(func=cmd_agent)
+
+    e = sub.add_parser("emulator", help="run the bundled Globus emulator on loopback")
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+    e.set_defaults(func=cmd_emulator)
+
+    for name, func, text in (("install", cmd_install, "create resources and hooks with qmgr"),
+                             ("upgrade", cmd_install, "re-import hooks and config (= install)"),
+                             ("uninstall", cmd_uninstall, "remove what install created")):
+        i = sub.add_parser(name, help=text)
+        i.add_argument("--dry-run", action="store_true", help="print the qmgr commands only")
+        i.add_argument("--python", help="interpreter the periodic hook runs the agent with")
+        i.add_argument("--freq", type=int, help="periodic hook freq (seconds)")
+        i.add_argument("--alarm", type=int, help="periodic hook alarm (seconds)")
+        i.set_defaults(func=func)
+
+    s = sub.add_parser("show", help="one job's staging timeline")
+    s.add_argument("jobid")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    st = sub.add_parser("status", help="all staged jobs by state, transfers, last cycles")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    d = sub.add_parser("demo", help="run the demo: hooks + PBS double + Globus emulator")
+    d.add_argument("--workdir", help="where to put the demo's files (default: a temp dir)")
+    d.add_argument("--keep", action="store_true", help="keep the work directory")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"globus-staging: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RetryableError as exc:
+        print(f"globus-staging: {exc} (try again later)", file=sys.stderr)
+        return EXIT_RETRY
+    except StagingError as exc:
+        print(f"globus-staging: {exc}", file=sys.stderr)
+        return EXIT_BAD
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
