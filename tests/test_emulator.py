@@ -286,7 +286,7 @@ def test_missing_source_keeps_task_active_with_growing_faults(world: World) -> N
     assert first["status"] == "ACTIVE" and first["nice_status"] == "FILE_NOT_FOUND"
     assert first["is_ok"] is False and first["subtasks_retrying"] == 1
     _until(lambda: tc.get_task(tid)["faults"] >= first["faults"] + 2)
-    errors = list(tc.task_event_list(tid, filter="is_error:1", limit=100))
+    errors = list(tc.task_event_list(tid, limit=100, query_params={"filter": "is_error:1"}))
     assert len(errors) >= 3
     assert {e["code"] for e in errors} == {"FILE_NOT_FOUND"}
     assert all(e["is_error"] and e["time"] and "/alice/nope" in e["details"] for e in errors)

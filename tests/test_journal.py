@@ -178,7 +178,7 @@ INSERT INTO transfers (identity, direction, submission_id, task_id, status)
   VALUES ('bob', 'in', 'sub-7', 'task-7', 'active');
 INSERT INTO transfer_items (transfer_id, request_id, source_path, destination_path)
   VALUES (1, 1, '/a', '/b');
-PRAGMA application_id = 1347900234;
+PRAGMA application_id = 1346851658;
 PRAGMA user_version = 1;
 """
 
