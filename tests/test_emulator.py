@@ -11,6 +11,7 @@ from typing import Callable, List
 
 import globus_sdk
 import pytest
+from globus_sdk.gare import to_gare
 from globus_sdk.transport import RetryConfig
 
 from pbs_globus_staging.emulator import GlobusEmulator, data_access_scope
@@ -18,7 +19,8 @@ from pbs_globus_staging.emulator import GlobusEmulator, data_access_scope
 
 def _fast_retries(max_retries: int = 5) -> RetryConfig:
     # Retry-After is still honoured: the SDK uses it instead of the backoff
-    return RetryConfig(max_retries=max_retries, backoff=lambda ctx: 0.01)
+    return RetryConfig(max_retries=max_retries,
+                       backoff=lambda ctx: 0.01 if ctx.backoff is None else ctx.backoff)
 
 
 @dataclasses.dataclass
@@ -402,7 +404,9 @@ def test_consent_required_until_given(world: World) -> None:
     assert err.value.info.consent_required.required_scopes == [scope]
     assert scope == ("urn:globus:auth:scope:transfer.api.globus.org:all"
                      f"[*https://auth.globus.org/scopes/{world.dst}/data_access]")
-    assert err.value.info.authorization_parameters.required_scopes == [scope]
+    gare = to_gare(err.value)
+    assert gare is not None and gare.authorization_parameters.required_scopes == [scope]
+    assert err.value.raw_json["authorization_parameters"]["required_scopes"] == [scope]
     assert not world.emu.tasks
     # bob is not affected by alice's missing consent
     (world.src_dir / "bob" / "f").write_text("f")
@@ -544,7 +548,7 @@ def test_client_credentials_and_token_endpoints(world: World) -> None:
     assert (err.value.http_status, err.value.code) == (401, "AuthenticationFailed")
     bad = globus_sdk.ConfidentialAppAuthClient(cid, "wrong")
     with pytest.raises(globus_sdk.AuthAPIError) as err:
-        bad.oauth2_client_credentials_tokens()
+        bad.oauth2_client_credentials_tokens(globus_sdk.TransferClient.scopes.all)
     assert err.value.http_status == 401
     # an Auth token is not a Transfer token
     auth_token = by_rs["auth.globus.org"]["access_token"]

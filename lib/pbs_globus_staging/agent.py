@@ -321,11 +321,14 @@ class Agent:
     def _options_key(self, options: object) -> str:
         if options is None:
             return "{}"
-        fields = {}
-        for name in ("sync_level", "verify_checksum", "deadline"):
+        fields: Dict[str, object] = {}
+        for name in ("sync_level", "verify_checksum"):
             value = getattr(options, name, None)
             if value is not None:
-                fields[name] = str(value)
+                fields[name] = value
+        deadline = getattr(options, "deadline", None)
+        if deadline is not None:
+            fields["deadline"] = deadline.form
         return json.dumps(fields, sort_keys=True)
 
     def _free_slots(self, identities: Iterable[str]) -> Dict[str, int]:
@@ -370,10 +373,14 @@ class Agent:
         (Globus's own default of 24 h would end a weeks-long stage-in)."""
         import datetime as dt
         if value:
-            if value[-1:] in ("h", "d") and value[:-1].isdigit():
-                secs = int(value[:-1]) * (3600 if value.endswith("h") else 86400)
-                return dt.datetime.fromtimestamp(now + secs, dt.timezone.utc).isoformat()
-            return value
+            from . import request
+            try:
+                parsed = request.parse(f"deadline={value}+task=00000000-0000-0000-0000-000000000000",
+                                       direction="in").options.deadline
+                if parsed is not None:
+                    return parsed.resolve(now=dt.datetime.fromtimestamp(now, dt.timezone.utc)).isoformat()
+            except RequestError:
+                pass
         default = self._agent("default_deadline", 7 * 86400)
         try:
             secs = float(default)  # type: ignore[arg-type]
@@ -393,7 +400,7 @@ class Agent:
             submission_id=t.submission_id, source_collection=t.source_collection,
             destination_collection=t.destination_collection, items=items, label=t.label or "",
             sync_level=options.get("sync_level"),
-            verify_checksum=str(verify).lower() in ("true", "yes", "1"),
+            verify_checksum=bool(verify),
             deadline=deadline, skip_source_errors=bool(options.get("skip_source_errors")))
 
     @staticmethod

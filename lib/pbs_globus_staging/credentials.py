@@ -727,11 +727,14 @@ class UserTokenProvider:
         finally:
             os.close(ffd)
         try:
-            tokens = UserTokens.from_json(data.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
-            reason = str(err) if isinstance(err, ValueError) and not isinstance(
-                err, UnicodeDecodeError) else "not UTF-8 text"
-            raise refuse(f"{shown} is unusable ({reason})", LOGIN_ACTION,
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise refuse(f"{shown} is unusable (not UTF-8 text)", LOGIN_ACTION,
+                         code="TokenFileInvalid") from None
+        try:
+            tokens = UserTokens.from_json(text)
+        except ValueError as err:  # from_json's messages never contain the token
+            raise refuse(f"{shown} is unusable ({err})", LOGIN_ACTION,
                          code="TokenFileInvalid") from None
         if tokens.client_id != self.client_id:
             raise refuse(
