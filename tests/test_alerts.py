@@ -447,3 +447,47 @@ def test_unknown_event_kind_rejected():
 def test_smtp_mailer_is_used_for_smtp_config(smtp_server):
     eng, _ = engine_for(smtp_server)
     assert isinstance(eng.deliver.mailer, SmtpMailer)
+
+
+def test_bare_sender_is_qualified_for_smtp(smtp_server):
+    config = parse_rules({"mail": {"method": "smtp", "host": smtp_server.host,
+                                   "port": smtp_server.port}}, source="t")
+    deliver = Deliverer(SmtpMailer(smtp_server.host, smtp_server.port), sender=config.mail.sender,
+                        hostname="pbs01.example.org")
+    AlertEngine(config, ledger=FakeLedger(), deliver=deliver).process([ev()], now=T0)
+    [m] = smtp_server.messages
+    assert m.mail_from == "adm@pbs01.example.org" and m.msg["From"] == "adm@pbs01.example.org"
+
+
+def test_sink_for_agent_with_site_config_and_journal(smtp_server, tmp_path):
+    from types import SimpleNamespace
+
+    from pbs_globus_staging.journal import Journal
+
+    site = SimpleNamespace(source="/etc/site.yaml", alerts={
+        "admins": ["ops@example.org"],
+        "mail": {"method": "smtp", "host": smtp_server.host, "port": smtp_server.port}})
+    clock = [T0]
+    with Journal.open(tmp_path / "j.sqlite") as journal:
+        sink = alerts.sink_for_agent(site, journal=journal, clock=lambda: clock[0])
+        agent_events = [
+            {"kind": "stagein_failed", "time": T0, "job_id": "9.s", "owner": "erin",
+             "queue": "q", "project": "p", "mail_points": None, "mail_users": ["erin@uni.edu"],
+             "message": "FILE_NOT_FOUND", "task_id": TASK},
+            {"kind": "globus_unreachable", "time": T0, "message": "connection refused"},
+            {"kind": "no_such_kind", "time": T0},
+        ]
+        sink(agent_events)
+        sink(agent_events)                        # same events again: nothing new
+        clock[0] = T0 + 6 * HOUR
+        sink(agent_events[1:2])                   # condition still there after 6h: reminder
+    assert rcpts(smtp_server) == [["erin@uni.edu"], ["ops@example.org"], ["ops@example.org"]]
+
+
+def test_sink_for_agent_bad_config_is_one_line():
+    from types import SimpleNamespace
+    site = SimpleNamespace(source="/etc/site.yaml", alerts={"rules": [{"name": "x"}]})
+    with pytest.raises(alerts.ConfigError) as exc:
+        alerts.sink_for_agent(site, journal=FakeLedger())
+    assert str(exc.value) == ("/etc/site.yaml: alerts.rules[0] (x).on: expected a list of "
+                              "event kinds, e.g. [stagein_failed]")

@@ -568,3 +568,42 @@ def test_calls_are_recorded_with_identity(world: World) -> None:
     assert call.query == {"limit": "5", "filter": "status:ACTIVE"}
     assert world.emu.count_calls("/v0.10/", "GET") == 1
     assert world.emu.count_calls("/v2/") == 0
+
+
+def test_update_task_and_ls(world: World) -> None:
+    world.emu.set_rate(0)
+    (world.src_dir / "alice" / "sub").mkdir()
+    (world.src_dir / "alice" / "f").write_text("four")
+    tc = world.tc()
+    listing = tc.operation_ls(world.src, path="/alice/")
+    assert {(e["name"], e["type"]) for e in listing} == {("f", "file"), ("sub", "dir")}
+    assert next(e for e in listing if e["name"] == "f")["size"] == 4
+    with pytest.raises(globus_sdk.TransferAPIError) as err:
+        tc.operation_ls(world.src, path="/bob/")
+    assert err.value.http_status == 403
+    with pytest.raises(globus_sdk.TransferAPIError) as err:
+        tc.operation_ls(world.src, path="/alice/missing/")
+    assert err.value.http_status == 404
+
+    tid = _submit(tc, world.src, world.dst, [("/alice/f", "/alice/f")], label="old")["task_id"]
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
+    tc.update_task(tid, {"DATA_TYPE": "task", "label": "new", "deadline": later.isoformat()})
+    task = tc.get_task(tid)
+    assert task["label"] == "new"
+    assert task["deadline"] == later.replace(microsecond=0).isoformat()
+    with pytest.raises(globus_sdk.TransferAPIError) as err:
+        tc.update_task(tid, {"label": "bad\nlabel"})
+    assert err.value.http_status == 400 and world.emu.tasks[tid].label == "new"
+
+
+def test_wait_for_status_fails_fast_on_other_final_status(world: World) -> None:
+    world.emu.set_rate(0)
+    (world.src_dir / "alice" / "f").write_text("f")
+    tid = _submit(world.tc(), world.src, world.dst, [("/alice/f", "/alice/f")])["task_id"]
+    with pytest.raises(TimeoutError):
+        world.emu.wait_for_status(tid, "SUCCEEDED", timeout=0.1)
+    world.emu.fail_task(tid)
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="ENDPOINT_ERROR"):
+        world.emu.wait_for_status(tid, "SUCCEEDED", timeout=5)
+    assert time.monotonic() - started < 1

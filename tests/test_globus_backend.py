@@ -257,6 +257,17 @@ def test_transient_fault_stays_running_without_fatal_code(site: Site, cc: Globus
     backend.cancel(ME, res.task_id)
 
 
+def test_paused_collection_keeps_task_running(site: Site, cc: GlobusBackend):
+    site.emu.set_rate(10_000)
+    site.write_src("in/big.dat", 1_000_000)
+    site.emu.pause_collection(site.src_id)
+    res = cc.submit(ME, site.spec(cc.new_submission_id(ME)))
+    report = _poll_until(cc, res.task_id, lambda r: "paused" in r.message)
+    assert report.outcome is Outcome.RUNNING and report.fatal_code is None
+    assert report.bytes_transferred == 0
+    cc.cancel(ME, res.task_id)
+
+
 def test_other_4xx_is_fatal_with_globus_message(site: Site, cc: GlobusBackend):
     site.write_src("in/a.dat")
     spec = site.spec(cc.new_submission_id(ME))

@@ -6,6 +6,7 @@ test_journal_procs.py.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
@@ -578,6 +579,22 @@ def test_unwritable_database_is_retryable(j):
     assert str(j.path) in str(info.value)
     j._conn.execute("PRAGMA query_only = OFF")
     j.record_obit("1.srv", 0)
+
+
+@pytest.mark.parametrize("err", [errno.EROFS, errno.ENOSPC])
+def test_readonly_or_full_filesystem_at_creation_is_retryable(tmp_path, monkeypatch, err):
+    path = tmp_path / "j.db"
+    real_open = os.open
+
+    def failing_open(name, *args, **kw):
+        if os.fspath(name) == str(path):
+            raise OSError(err, os.strerror(err), str(name))
+        return real_open(name, *args, **kw)
+
+    monkeypatch.setattr(os, "open", failing_open)
+    with pytest.raises(errors.RetryableError) as info:
+        Journal.open(path)
+    assert str(path) in str(info.value) and os.strerror(err) in str(info.value)
 
 
 # -- pruning -------------------------------------------------------------------------------

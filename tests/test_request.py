@@ -509,5 +509,8 @@ def test_manifest_read_file_override():
     def broken(path):
         raise PermissionError(13, "Permission denied")
 
+    assert "a manifest may be at most 10 bytes" in expand_err(
+        pin("manifest=/nowhere/m"), read_file=lambda p: "/a/x@c:/x\n" * 2, max_bytes=10)
+
     msg = expand_err(pin("manifest=/nowhere/m"), read_file=broken)
     assert msg == "stagein_globus: manifest '/nowhere/m' cannot be read (Permission denied)"

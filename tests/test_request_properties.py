@@ -49,6 +49,8 @@ def assert_parses_or_request_error(value, direction):
 @example("/a\u202e@c:/x", "in")
 @example("\x00" * 5000, "in")
 @example("%" * 10, "out")
+@example("/a\ud800@c:/x", "in")
+@example("/lus/a/x@c:/\U0001d7ce\U000e0001", "out")
 def test_any_text_parses_or_raises_request_error(value, direction):
     assert_parses_or_request_error(value, direction)
 

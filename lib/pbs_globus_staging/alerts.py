@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import textwrap
 import urllib.parse
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
@@ -667,6 +668,8 @@ class AlertEngine:
     def _failed(self, d: Delivery, exc: Exception, *, due_at: float | None, now: float
                 ) -> Delivery:
         error = _one_line(redact(str(exc))) or type(exc).__name__
+        if len(self._failures) > 10000:  # events that stopped coming; keep memory bounded
+            self._failures.clear()
         tries = self._failures.get((d.ledger_rule, d.key), 0) + 1
         self._failures[(d.ledger_rule, d.key)] = tries
         # A failed delivery stays unmarked so the next cycle tries again -- but
@@ -761,9 +764,12 @@ class AlertEngine:
             lines.append("Data:      " + " in ".join(data))
         if ev.time is not None:
             lines.append(f"When:      {_fmt_time(ev.time)}")
-        next_step = redact(ev.action.strip()) or default_action
-        if ev.job_id:
-            next_step = next_step.replace("JOB", ev.job_id)
+        next_step = redact(ev.action.strip())
+        if not next_step:
+            # Only our own prose is wrapped: a command in the event's action must
+            # stay on one line to be copied.
+            next_step = textwrap.fill(default_action.replace("JOB", ev.job_id or "JOB"),
+                                      width=72, break_long_words=False, break_on_hyphens=False)
         lines += ["", "What to do next:", *("  " + ln for ln in next_step.splitlines()), "",
                   "-- ", f"pbs-globus-staging on {self.hostname}, alert rule {rule_name!r}."]
         if footer:
@@ -799,3 +805,43 @@ class AlertEngine:
                 f" job={ev.job_id}" if ev.job_id else "",
                 f" task={ev.task_id}" if ev.task_id else "",
                 f": {_one_line(redact(ev.message))}" if ev.message else "")
+
+
+# --------------------------------------------------------------------------- agent wiring
+
+# Conditions rather than moments: repeat rules apply when the agent reports them again.
+PERSISTENT_KINDS = frozenset({"user_action", "slow", "agent_unhealthy", "globus_unreachable"})
+
+
+def sink_for_agent(site_config: Any, *, journal: Ledger,
+                   clock: Callable[[], float] | None = None) -> Callable[[list], None]:
+    """The callable the agent hands its event dicts to at the end of a cycle.
+
+    Raises ConfigError at startup for a bad ``alerts:`` section; afterwards
+    never raises (bad events are logged and skipped).
+    """
+    import time as _time
+
+    from .mail import Deliverer
+
+    config = parse_rules(getattr(site_config, "alerts", None),
+                         source=str(getattr(site_config, "source", "site config")))
+    engine = AlertEngine(config, ledger=journal, deliver=Deliverer.from_config(config))
+    now_fn = clock or _time.time
+
+    def sink(events: list) -> None:
+        once, persistent = [], []
+        for raw in events:
+            try:
+                ev = raw if isinstance(raw, StagingEvent) else StagingEvent.from_mapping(raw)
+            except (TypeError, ValueError) as exc:
+                log.warning("alerts: skipping malformed event %r: %s",
+                            raw.get("kind") if isinstance(raw, Mapping) else raw, exc)
+                continue
+            (persistent if ev.kind in PERSISTENT_KINDS else once).append(ev)
+        now = now_fn()
+        engine.process(once, now=now)
+        engine.process_persistent(persistent, now=now)
+
+    sink.engine = engine  # type: ignore[attr-defined]  # for tests and `globus-staging status`
+    return sink

@@ -62,7 +62,7 @@ from globus_sdk import TransferClient, TransferData
 from globus_sdk.transport import RequestsTransport, RetryConfig
 
 from .backend import Outcome, SubmitResult, TaskReport, TransferSpec
-from .credentials import CredentialProvider
+from .credentials import CredentialProvider, auth_error_to_staging
 from .errors import FatalError, RetryableError, StagingError, WaitingForUser
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,6 @@ class GlobusBackend:
             ) from None
 
     def _raise_auth(self, identity: str, what: str, err: globus_sdk.GlobusAPIError) -> t.NoReturn:
-        from .credentials import auth_error_to_staging
-
         exc = auth_error_to_staging(
             err,
             who=self.credentials.describe(identity),
@@ -451,6 +449,8 @@ class GlobusBackend:
             message = f"{nice}: {short}" if short != nice else nice
             if nice.upper() in self.fault_codes_fatal:
                 fatal_code = nice
+        if doc.get("is_paused") and not message:
+            message = "paused by an activity manager of one of the collections"
         if status != "ACTIVE" and not nice:
             common["nice_status"] = status or None
         return TaskReport(outcome=Outcome.RUNNING, fatal_code=fatal_code, message=message,

@@ -100,13 +100,19 @@ def validate(value: str, *, direction: str, user: str, site: object,
     message the user will see.
     """
     from . import policy, request
-    req = request.parse(value, direction=direction, resource=resource)
+    limits = getattr(site, "limits", None)
+    req = request.parse(value, direction=direction, resource=resource,
+                        max_length=getattr(limits, "max_value_length", 4096),
+                        max_items=getattr(limits, "max_items", 1000))
     if req.manifests:
         uid = _owner_uid(user)
         if uid is None:
             raise RequestError(f"cannot check manifest ownership: unknown user '{user}'",
                                resource=resource)
-        req = request.expand_manifests(req, owner_uid=uid)
+        req = request.expand_manifests(
+            req, owner_uid=uid, resource=resource,
+            max_bytes=getattr(limits, "manifest_max_bytes", 1 << 20),
+            max_items=getattr(limits, "manifest_max_items", 10000))
     try:
         return policy.check(req, user=user, cfg=site)
     except RequestError as exc:

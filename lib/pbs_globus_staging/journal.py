@@ -47,7 +47,7 @@ import sqlite3
 import time
 import urllib.parse
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping,
+from typing import (Any, Dict, Iterable, Iterator, List, Mapping,
                     Optional, Sequence, Tuple, Type, TypeVar, Union)
 
 from . import errors

@@ -363,6 +363,9 @@ class Deliverer:
         self.sender = sender
         self.command_timeout = command_timeout
         self.hostname = hostname or socket.gethostname() or "localhost"
+        if isinstance(mailer, SmtpMailer) and "@" not in sender:
+            # sendmail qualifies a bare "adm" itself; an SMTP relay would refuse it.
+            self.sender = f"{sender}@{self.hostname}"
 
     @classmethod
     def from_config(cls, config: AlertConfig) -> Deliverer:

@@ -240,6 +240,14 @@ def _decode(raw: str) -> str:
 
 def _path(raw: str, *, remote: bool = False, file_only: bool = False) -> str:
     """Decode, validate and normalise one path; raises _Fail."""
+    # Fast path for the common case (already normal, nothing escaped): every
+    # '.' or '..' component and every '//' would show as '/.' or '//'.
+    if (raw[:1] == "/" and "%" not in raw and "/." not in raw and "//" not in raw
+            and (raw[1:2] != "~" or (remote and raw.startswith("/~/")))
+            and _RAW_OK.match(raw)):
+        if file_only and raw.endswith("/"):
+            raise _Fail("ends with '/'; it must name a file")
+        return raw
     _check_raw(raw)
     path = _decode(raw)
     if remote and path.startswith("~/"):
@@ -654,6 +662,9 @@ def expand_manifests(req: StagingRequest, *, owner_uid: int,
                 raise fail(f"{mname} line {line} is not UTF-8 text") from None
         else:
             text = data
+            if len(text) > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+                raise fail(f"{mname} is more than {max_bytes} bytes; a manifest may be at "
+                           f"most {max_bytes} bytes")
         for lineno, line in enumerate(text.split("\n"), 1):
             s = line.strip(" \t\r")
             if not s or s.startswith("#"):

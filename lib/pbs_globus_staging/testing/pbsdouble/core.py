@@ -245,6 +245,7 @@ def instantiate_subjob(parent: dict, parent_id: str, index: int, server_name: st
     attrs = json.loads(json.dumps(attrs))
     attrs["array_id"] = parent_id
     attrs["array_index"] = index
+    attrs["_script"] = parent.get("_script")
     parent.setdefault("_subjobs", {})[str(index)] = attrs
     return attrs
 

@@ -161,7 +161,7 @@ def submit(conf: core.Conf, req: Requestor, sent: dict, *, script: str,
         hook_set: set = set()
         for hook in hookrun.hooks_for(state, "queuejob"):
             view = {k: v for k, v in attrs.items() if not k.startswith("_")}
-            job = pbsmod._job("", view, mode="queuejob")
+            job = pbsmod._job("", view, mode="queuejob", defs=hookrun.resource_defs(state))
             out = hookrun.run_hook(conf, state, hook, event="queuejob", params={"job": job},
                                    requestor=req.user, requestor_host=req.host)
             if not out.accepted:
@@ -349,11 +349,12 @@ def alter(conf: core.Conf, req: Requestor, jobid: str, changes: dict) -> None:
             sent["Resource_List"] = _canon_resources(
                 state, {k: v for k, v in res.items() if k not in unknown})
         hook_set: set = set()
-        if parent is None or True:
+        if True:
             for hook in hookrun.hooks_for(state, "modifyjob"):
-                job = pbsmod._job(fid, sent, mode="modifyjob")
+                job = pbsmod._job(fid, sent, mode="modifyjob", defs=hookrun.resource_defs(state))
                 job_o = pbsmod._job(fid, {k: v for k, v in attrs.items()
-                                          if not k.startswith("_")}, mode="readonly")
+                                          if not k.startswith("_")}, mode="readonly",
+                                     defs=hookrun.resource_defs(state))
                 out = hookrun.run_hook(conf, state, hook, event="modifyjob",
                                        params={"job": job, "job_o": job_o},
                                        requestor=req.user, requestor_host=req.host)
@@ -502,7 +503,7 @@ def run_runjob_hooks(conf: core.Conf, state: dict, jid: str, attrs: dict, *,
     hookrun = _hookrun()
     for hook in hookrun.hooks_for(state, "runjob"):
         view = {k: v for k, v in attrs.items() if not k.startswith("_")}
-        job = pbsmod._job(jid, view, mode="runjob")
+        job = pbsmod._job(jid, view, mode="runjob", defs=hookrun.resource_defs(state))
         out = hookrun.run_hook(conf, state, hook, event="runjob", params={"job": job},
                                requestor=requestor, requestor_host=host or conf.server_name)
         if out.status in ("exception", "alarm"):
@@ -535,7 +536,7 @@ def run_jobobit_hooks(conf: core.Conf, state: dict, jid: str, attrs: dict) -> No
     hookrun = _hookrun()
     for hook in hookrun.hooks_for(state, "jobobit"):
         view = {k: v for k, v in attrs.items() if not k.startswith("_")}
-        job = pbsmod._job(jid, view, mode="readonly")
+        job = pbsmod._job(jid, view, mode="readonly", defs=hookrun.resource_defs(state))
         hookrun.run_hook(conf, state, hook, event="jobobit", params={"job": job},
                          requestor="", requestor_host="")
 

@@ -556,6 +556,8 @@ class pbs_resource:
         d["_values"] = {}
         for k, v in (values or {}).items():
             canon, kind = self._lookup(k)
+            if canon is None:
+                continue  # the server refuses it later; a hook never sees it
             d["_values"][canon.lower()] = (canon, _resource_value(kind, v))
 
     def _lookup(self, key: str):

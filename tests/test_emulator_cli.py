@@ -1,0 +1,119 @@
+"""``python -m pbs_globus_staging.emulator``: standalone run with a setup file."""
+from __future__ import annotations
+
+import os
+import re
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List
+
+import globus_sdk
+import pytest
+from globus_sdk.transport import RetryConfig
+
+from pbs_globus_staging.emulator import main
+
+SETUP = """\
+collections:
+  - {name: site}
+  - {name: remote, id: 6a1c2b3d-0000-4000-8000-000000000001}
+identities:
+  - username: alice
+    grants:
+      - {collection: site, path: /}
+      - {collection: remote, path: /data, write: false}
+    clients: [{id: alice-client, secret: s3cret}]
+    login: true
+"""
+
+
+def _read_until(proc: subprocess.Popen, pattern: str, timeout: float = 20) -> List[str]:
+    """Lines of stdout up to one matching ``pattern`` (a reader thread, because
+    select() does not see what a text stream has already buffered)."""
+    lines: "queue.Queue[str | None]" = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: List[str] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return seen
+    raise AssertionError(f"no line matching {pattern!r}; got {seen!r}")
+
+
+def test_standalone_server_with_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = tmp_path / "setup.yaml"
+    setup.write_text(SETUP)
+    root = tmp_path / "root"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pbs_globus_staging.emulator", "--port", "0",
+         "--root", str(root), "--setup", str(setup)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = _read_until(proc, r"refresh token for alice")
+        env = dict(re.match(r"export (\w+)=(\S+)$", l).groups()
+                   for l in lines if l.startswith("export "))
+        assert set(env) == {"GLOBUS_SDK_SERVICE_URL_TRANSFER", "GLOBUS_SDK_SERVICE_URL_AUTH"}
+        assert env["GLOBUS_SDK_SERVICE_URL_TRANSFER"].startswith("http://127.0.0.1:")
+        assert any("id=alice-client secret=s3cret" in l for l in lines)
+        site = next(re.search(r"collection site = (\S+)", l).group(1)
+                    for l in lines if "collection site" in l)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        (root / "site" / "in.txt").write_text("via cli")
+        (root / "remote" / "data").mkdir(parents=True)
+        auth = globus_sdk.ConfidentialAppAuthClient("alice-client", "s3cret")
+        tc = globus_sdk.TransferClient(
+            authorizer=globus_sdk.ClientCredentialsAuthorizer(
+                auth, globus_sdk.TransferClient.scopes.all),
+            retry_config=RetryConfig(max_retries=0))
+        td = globus_sdk.TransferData(site, site)
+        td.add_item("/in.txt", "/out.txt")
+        task_id = tc.submit_transfer(td)["task_id"]
+        end = time.monotonic() + 10
+        while tc.get_task(task_id)["status"] != "SUCCEEDED":
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        assert (root / "site" / "out.txt").read_text() == "via cli"
+        assert tc.get_endpoint("6a1c2b3d-0000-4000-8000-000000000001")["display_name"] \
+            == "remote"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("collections: 5\n", "'collections' must be a list"),
+    ("identities:\n  - {grants: []}\n", "needs a 'username'"),
+    ("collections: [\n", "not valid YAML"),
+])
+def test_bad_setup_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                     content: str, fragment: str) -> None:
+    setup = tmp_path / "setup.yaml"
+    setup.write_text(content)
+    assert main(["--root", str(tmp_path / "r"), "--setup", str(setup)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_missing_setup_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--root", str(tmp_path), "--setup", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
