@@ -1,7 +1,6 @@
 """``python -m pbs_globus_staging.emulator``: standalone run with a setup file."""
 from __future__ import annotations
 
-import os
 import re
 import queue
 import signal

@@ -126,9 +126,11 @@ def _check_invariants(j: Journal, committed: set) -> int:
                           max(request_id) AS r2 FROM transfer_items GROUP BY transfer_id) i
                ON i.transfer_id = t.transfer_id
         LEFT JOIN requests r ON r.request_id = i.r
+        LEFT JOIN (SELECT transfer_id, count(*) AS n FROM events GROUP BY transfer_id) e
+               ON e.transfer_id = t.transfer_id
         WHERE i.n IS NOT CAST(t.label AS INTEGER) OR i.r IS NOT i.r2
            OR t.submission_id IS NULL OR r.message IS NOT 'transfer ' || t.transfer_id
-           OR (SELECT count(*) FROM events e WHERE e.transfer_id = t.transfer_id) != 1
+           OR e.n IS NOT 1
     """).fetchall()
     assert bad == [], bad[:5]
     if ids:   # and the same through the API, for the newest one

@@ -347,8 +347,9 @@ class Agent:
         j = self.journal
         jobs = sorted({it.job_id for it in batch.items})
         direction = self._direction_of(batch.items[0].request_id)
-        label = f"PBS {jobs[0]} stage-{direction}" if len(jobs) == 1 else \
-            f"PBS stage-{direction} for {len(jobs)} jobs ({jobs[0]} ...)"
+        tag = content_tag(batch)
+        label = f"PBS {jobs[0]} stage-{direction} {tag}" if len(jobs) == 1 else \
+            f"PBS stage-{direction} for {len(jobs)} jobs {tag}"
         options = json.loads(batch.options_key)
         options["skip_source_errors"] = len(batch.request_ids) > 1
         deadline = self._deadline(options.get("deadline"), now)
@@ -662,7 +663,9 @@ class Agent:
             items = j.items_for_transfer(tid)
             if t.status == T_SUCCEEDED:
                 ok_paths = None
-                if (t.files_skipped or 0) > 0 and not t.grafted:
+                # A batch skips missing sources so one job's missing file cannot
+                # fail the others: per-item outcomes come from what was moved.
+                if json.loads(t.options or "{}").get("skip_source_errors") and not t.grafted:
                     ok_paths = self._successful_paths(t)
                 for item in items:
                     if item.outcome != "pending":
@@ -1044,6 +1047,18 @@ class Agent:
             self.alerts(events)
         except Exception as exc:  # alerts must never stop the agent
             log.warning("alert delivery failed: %s", exc)
+
+
+def content_tag(batch: decide.Batch) -> str:
+    """``[c:<hash of the task's items>]`` in the label: lets a 409 Conflict
+    ("identical paths") be traced to the task already moving the same data."""
+    import hashlib
+    h = hashlib.sha256()
+    h.update(f"{batch.source_collection}\0{batch.destination_collection}\0".encode())
+    for src, dst, rec in sorted({(i.source_path, i.destination_path, i.recursive)
+                                 for i in batch.items}):
+        h.update(f"{src}\0{dst}\0{int(rec)}\0".encode())
+    return f"[c:{h.hexdigest()[:12]}]"
 
 
 def _item_done(item: object, ok_paths: Set[str]) -> bool:

@@ -65,6 +65,8 @@ from .backend import Outcome, SubmitResult, TaskReport, TransferSpec
 from .credentials import CredentialProvider, auth_error_to_staging
 from .errors import FatalError, RetryableError, StagingError, WaitingForUser
 
+_CONTENT_TAG = re.compile(r"\[c:[0-9a-f]{12}\]")
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FATAL_FAULTS: frozenset[str] = frozenset({
@@ -491,6 +493,10 @@ class GlobusBackend:
         items, so the label, which the agent makes unique per request, stands in
         for the paths).  The newest wins if several match."""
         label = sanitize_label(spec.label)
+        # The agent tags each label with a hash of the task's items ("[c:...]"):
+        # the same data requested again by another job has another job id in
+        # its label but the same tag, and that is what 409 Conflict is about.
+        tag = _CONTENT_TAG.search(label)
         src, dst = spec.source_collection.lower(), spec.destination_collection.lower()
         best: tuple[str, str] | None = None
         for doc in self._task_list(
@@ -499,7 +505,8 @@ class GlobusBackend:
             if (
                 str(doc.get("source_endpoint_id") or "").lower() == src
                 and str(doc.get("destination_endpoint_id") or "").lower() == dst
-                and str(doc.get("label") or "") == label
+                and (tag.group(0) in str(doc.get("label") or "") if tag
+                     else str(doc.get("label") or "") == label)
                 and doc.get("status") in ("ACTIVE", "INACTIVE")
             ):
                 key = (str(doc.get("request_time") or ""), str(doc.get("task_id")))

@@ -18,7 +18,9 @@ write is one ``BEGIN IMMEDIATE`` transaction, which takes the write lock up
 front (no deadlock-prone read-to-write upgrade) and waits at most ``timeout``
 seconds for it.  A lock that is not had in time raises
 ``errors.RetryableError`` -- never a raw ``sqlite3`` error -- so a cycle gives
-up cleanly and a hook (``timeout=0.5``) never stalls ``pbs_server``.
+up cleanly and a hook (``timeout=0.5``) never stalls ``pbs_server``.  Hence
+the one rule for callers: never make a network or PBS call inside
+``transaction()`` -- every other process waits for it to end.
 
 Durability: ``synchronous=NORMAL``.  In WAL mode a commit appends to the WAL
 file and returns; the WAL is fsynced at each checkpoint.  That is
@@ -547,11 +549,22 @@ class Journal:
             conn.execute("PRAGMA journal_size_limit = 16777216")
             if self.readonly:
                 conn.execute("PRAGMA query_only = ON")
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            # One snapshot, so a file another process is creating right now
+            # is seen either before or after its first migration, never between.
+            conn.execute("BEGIN")
+            try:
+                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = conn.execute("SELECT count(*) FROM sqlite_master"
+                                      " WHERE name NOT LIKE 'sqlite_%'").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
         if app_id not in (0, APPLICATION_ID):
             raise SchemaError(f"{self.path} is not a pbs-globus-staging journal "
                               f"(application_id {app_id:#x}); point the journal setting elsewhere")
+        if version == 0 and tables:
+            raise SchemaError(f"{self.path} is an SQLite file with other tables, not a "
+                              "pbs-globus-staging journal; point the journal setting elsewhere")
         if version > SCHEMA_VERSION:
             raise SchemaError(
                 f"journal {self.path} has schema version {version}, newer than this "
@@ -564,14 +577,6 @@ class Journal:
                     f"program's {SCHEMA_VERSION}; it is migrated on the next read-write "
                     "open (e.g. the next agent cycle)")
             return
-        if version == 0 and app_id == 0:
-            with self._translating("open"):
-                tables = conn.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-                ).fetchone()[0]
-            if tables:
-                raise SchemaError(f"{self.path} is an SQLite file with other tables, not a "
-                                  "pbs-globus-staging journal; point the journal setting elsewhere")
         with self._translating("open"):
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
@@ -585,9 +590,19 @@ class Journal:
     def _migrate(self) -> None:
         while True:
             with self.transaction():
+                # Re-read under the write lock: another process may have
+                # created or migrated the file since we first looked.
                 version = self._conn.execute("PRAGMA user_version").fetchone()[0]
                 if version >= SCHEMA_VERSION:
-                    return           # migrated meanwhile by another process, or done
+                    return
+                if version == 0:
+                    tables = self._conn.execute(
+                        "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                    ).fetchone()[0]
+                    if tables:
+                        raise SchemaError(
+                            f"{self.path} is an SQLite file with other tables, not a "
+                            "pbs-globus-staging journal; point the journal setting elsewhere")
                 for statement in MIGRATIONS[version]:
                     self._exec(statement)
                 # PRAGMA takes no parameters; the value is our own int.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .engine import PathRefused, local_path, normalize
-from .model import (ACTIVE, AUTH_RS, FAILED, INACTIVE, SUCCEEDED, SYNC_LEVELS, TRANSFER_RS,
+from .model import (ACTIVE, AUTH_RS, FAILED, INACTIVE, SYNC_LEVELS, TRANSFER_RS,
                     TRANSFER_SCOPE, Call, Item, Task, data_access_scope, iso,
                     new_request_id)
 
@@ -718,4 +718,4 @@ def _ls(emu: "GlobusEmulator", collection_id: str, query: Dict[str, str],
             "symlink_supported": False}
 
 
-__all__ = ["handle", "SUCCEEDED"]
+__all__ = ["handle", "ApiError"]

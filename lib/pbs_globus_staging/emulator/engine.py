@@ -15,7 +15,7 @@ import errno
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List
 
 from .model import (ACTIVE, FAILED, INACTIVE, NICE_DESCRIPTIONS, SUCCEEDED, Collection, FileJob,
                     Item, Task, iso)
@@ -403,10 +403,3 @@ class Engine:
             return int(d.st_mtime) >= int(s.st_mtime)
         return _digest(job.src) == _digest(job.dst)
 
-
-def resolve_preview(collection: Collection, path: str) -> Tuple[Optional[Path], Optional[str]]:
-    """For ``operation/ls``: (real path, None) or (None, error code)."""
-    try:
-        return local_path(collection, normalize(path)), None
-    except PathRefused:
-        return None, "PERMISSION_DENIED"

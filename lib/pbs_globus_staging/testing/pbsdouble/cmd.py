@@ -26,10 +26,11 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-def split_pbs_list(text: str) -> list:
+def split_pbs_list(text: str, *, allow_space: bool = False) -> list:
     """Split on commas outside quotes, dropping the quotes (pbs_quote_parse).
 
-    Raises ValueError on unquoted whitespace or an unbalanced quote."""
+    Raises ValueError on unquoted whitespace (unless `allow_space`, as -W values may hold
+    it) or an unbalanced quote."""
     items, cur, quote, had = [], [], None, False
     for ch in text:
         if quote:
@@ -43,7 +44,7 @@ def split_pbs_list(text: str) -> list:
         elif ch == ",":
             items.append("".join(cur))
             cur, had = [], False
-        elif ch.isspace():
+        elif ch.isspace() and not allow_space:
             raise ValueError("whitespace")
         else:
             cur.append(ch)
@@ -186,7 +187,7 @@ def qsub(argv: list) -> int:
                 vl[k] = (v if sep else env.get(k, "")).replace(",", "\\,")
         elif opt == "-W":
             try:
-                items = split_pbs_list(val)
+                items = split_pbs_list(val, allow_space=True)
             except ValueError:
                 _err("qsub: illegal -W value")
                 return 2
@@ -368,7 +369,7 @@ def qalter(argv: list) -> int:
                 res[k] = v
         elif opt == "-W":
             try:
-                items = split_pbs_list(val)
+                items = split_pbs_list(val, allow_space=True)
             except ValueError:
                 _err("qalter: illegal -W value")
                 return 2

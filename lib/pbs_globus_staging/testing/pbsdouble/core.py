@@ -222,8 +222,9 @@ def compress_range(indices) -> str:
     return ",".join(parts)
 
 
+# observed: subjobs show neither the array_* fields nor project/Submit_Host
 _PARENT_ONLY = ("array", "array_state_count", "array_indices_submitted",
-                "array_indices_remaining")
+                "array_indices_remaining", "project", "Submit_Host")
 
 
 def subjob_view(parent: dict, parent_id: str, index: int, server_name: str) -> dict:

@@ -161,6 +161,7 @@ def submit(conf: core.Conf, req: Requestor, sent: dict, *, script: str,
         hook_set: set = set()
         for hook in hookrun.hooks_for(state, "queuejob"):
             view = {k: v for k, v in attrs.items() if not k.startswith("_")}
+            view.setdefault("queue", "")
             job = pbsmod._job("", view, mode="queuejob", defs=hookrun.resource_defs(state))
             out = hookrun.run_hook(conf, state, hook, event="queuejob", params={"job": job},
                                    requestor=req.user, requestor_host=req.host)
@@ -349,20 +350,19 @@ def alter(conf: core.Conf, req: Requestor, jobid: str, changes: dict) -> None:
             sent["Resource_List"] = _canon_resources(
                 state, {k: v for k, v in res.items() if k not in unknown})
         hook_set: set = set()
-        if True:
-            for hook in hookrun.hooks_for(state, "modifyjob"):
-                job = pbsmod._job(fid, sent, mode="modifyjob", defs=hookrun.resource_defs(state))
-                job_o = pbsmod._job(fid, {k: v for k, v in attrs.items()
-                                          if not k.startswith("_")}, mode="readonly",
-                                     defs=hookrun.resource_defs(state))
-                out = hookrun.run_hook(conf, state, hook, event="modifyjob",
-                                       params={"job": job, "job_o": job_o},
-                                       requestor=req.user, requestor_host=req.host)
-                if not out.accepted:
-                    raise PbsError("qalter: %s %s" % (out.message, fid), PBSE_HOOKERROR)
-                for key in hookrun.apply_changes(job, sent):
-                    if key.startswith("Resource_List."):
-                        hook_set.add(key.split(".", 1)[1].lower())
+        for hook in hookrun.hooks_for(state, "modifyjob"):
+            job = pbsmod._job(fid, sent, mode="modifyjob", defs=hookrun.resource_defs(state))
+            job_o = pbsmod._job(fid, {k: v for k, v in attrs.items()
+                                      if not k.startswith("_")}, mode="readonly",
+                                 defs=hookrun.resource_defs(state))
+            out = hookrun.run_hook(conf, state, hook, event="modifyjob",
+                                   params={"job": job, "job_o": job_o},
+                                   requestor=req.user, requestor_host=req.host)
+            if not out.accepted:
+                raise PbsError("qalter: %s %s" % (out.message, fid), PBSE_HOOKERROR)
+            for key in hookrun.apply_changes(job, sent):
+                if key.startswith("Resource_List."):
+                    hook_set.add(key.split(".", 1)[1].lower())
         user_res = {k: v for k, v in sent.get("Resource_List", {}).items()
                     if k.lower() not in hook_set}
         user_res.update(unknown)

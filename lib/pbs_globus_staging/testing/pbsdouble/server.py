@@ -21,8 +21,10 @@ _LIB_DIR = Path(__file__).resolve().parents[3]
 
 
 class PbsServer:
-    def __init__(self, home: Path, *, exec_dir: Path, server_name: str = "pbsdouble") -> None:
+    def __init__(self, home: Path, *, exec_dir: Path, server_name: str = "pbsdouble",
+                 run_jobs_as_owner: bool = True) -> None:
         self.home = Path(home)
+        self.run_jobs_as_owner = run_jobs_as_owner
         self.exec_dir = Path(exec_dir)
         self.server_name = server_name
         self.conf = core.Conf(home=self.home, exec_dir=self.exec_dir, server_name=server_name)
@@ -88,7 +90,12 @@ class PbsServer:
 
     def run(self, argv: list, *, user: str | None = None, input: str | None = None,
             cwd: str | os.PathLike | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run one of the installed commands, e.g. run(["qsub", "-h", "job.sh"], user="alice")."""
+        """Run one of the installed commands, e.g. run(["qsub", "-h", "job.sh"], user="alice").
+
+        `cwd` defaults to the directory holding PBS_HOME, so default job output files land
+        there and not in the caller's working directory."""
+        if cwd is None:
+            cwd = self.home.parent
         exe = self.exec_dir / "bin" / argv[0]
         return subprocess.run([str(exe)] + [str(a) for a in argv[1:]], input=input,
                               capture_output=True, text=True, env=self.env(user=user),
@@ -246,7 +253,7 @@ class PbsServer:
             pw = pwd.getpwnam(owner)
         except KeyError:
             pw = None
-        if os.getuid() == 0 and pw is not None and owner != "root":
+        if self.run_jobs_as_owner and os.getuid() == 0 and pw is not None and owner != "root":
             kwargs.update(user=pw.pw_uid, group=pw.pw_gid)
             env["HOME"] = pw.pw_dir
         else:
@@ -269,11 +276,15 @@ class PbsServer:
         except OSError:
             out_fh = open(os.devnull, "ab")
             err_fh = out_fh
+        # like MoM, hand the script to the shell on stdin: the owner need not be able to
+        # read PBS_HOME
+        script_fh = open(script or os.devnull, "rb")
         try:
-            proc = subprocess.Popen(["/bin/bash", script or "/dev/null"], cwd=cwd, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
+            proc = subprocess.Popen(["/bin/bash", "-s"], cwd=cwd, env=env,
+                                    stdin=script_fh, stdout=out_fh, stderr=err_fh,
                                     start_new_session=True, **kwargs)
         finally:
+            script_fh.close()
             out_fh.close()
             if err_fh is not out_fh:
                 err_fh.close()
