@@ -29,8 +29,11 @@ RESOURCES: Tuple[Tuple[str, str], ...] = (
     (states.RES_STATE, "type=string,flag=r"),
     (states.RES_TASKS, "type=string,flag=r"),
 )
-# .HK keys qmgr accepts with "set hook" (type is always site for qmgr-made hooks).
-_HOOK_ATTRS = ("event", "enabled", "user", "order", "alarm", "freq", "fail_action", "debug")
+# .HK keys qmgr accepts with "set hook" (type is always site for qmgr-made hooks),
+# in the order a real OpenPBS 23.06 takes them: event before freq (freq is only
+# allowed for periodic events), and "enabled" last -- a periodic hook cannot be
+# enabled before it has its script ("periodic hook is missing information").
+_HOOK_ATTRS = ("event", "user", "order", "alarm", "freq", "fail_action", "debug")
 
 
 def default_hooks_dir() -> Path:
@@ -70,6 +73,8 @@ class Plan:
                     lines.append(f"set hook {name} {key} = {attrs[key]}")
             lines.append(f"import hook {name} application/x-python default {script}")
             lines.append(f"import hook {name} application/x-config default {self.hook_config}")
+            if "enabled" in attrs:
+                lines.append(f"set hook {name} enabled = {attrs['enabled']}")
         return lines
 
 
