@@ -23,6 +23,7 @@ from . import decide, states
 from .backend import Outcome, TaskReport, TransferBackend, TransferItem, TransferSpec
 from .decide import JobView, RequestStatus
 from .errors import FatalError, RequestError, RetryableError, StagingError, WaitingForUser
+from .journal import ItemSpec
 from .pbsctl import JobGone, PbsCommands
 
 log = logging.getLogger("pbs_globus_staging.agent")
@@ -115,7 +116,7 @@ class Agent:
         cpu0 = time.process_time()
         start = self.clock()
         self.stats = CycleStats(started=start)
-        cycle_id = self._journal_call("start_cycle", at=start)
+        cycle_id = self._journal_call("start_cycle", now=start)
         try:
             self.full_pass()
             last_full = self.clock()
@@ -142,7 +143,7 @@ class Agent:
             self._flush_alerts()
             if cycle_id is not None:
                 self._journal_call(
-                    "finish_cycle", cycle_id, at=self.stats.finished, ok=self.stats.ok,
+                    "finish_cycle", cycle_id, now=self.stats.finished, ok=self.stats.ok,
                     error="; ".join(self.stats.errors)[:1000] or None,
                     globus_calls=self.stats.globus_calls, pbs_calls=self.stats.pbs_calls,
                     cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
@@ -231,12 +232,13 @@ class Agent:
             j.upsert_job(view.job_id, owner=view.owner, queue=view.queue,
                          priority=view.priority, qtime=view.qtime, now=now)
             j.add_event(view.job_id, "seen", f"job seen by the agent (state {view.state})", at=now)
-        j.mark_job_seen(list(views), now=now)
+        if views:
+            j.mark_job_seen(list(views), now=now)
         for view in views.values():
             for direction, raw in (("in", view.stagein), ("out", view.stageout)):
                 if raw is None:
                     continue
-                if j.get_request_for(view.job_id, direction) is not None:
+                if self._request_for(view.job_id, direction) is not None:
                     continue
                 self._add_request(view, direction, raw, now)
 
@@ -357,10 +359,10 @@ class Agent:
             tid = j.create_transfer(identity=batch.identity, direction=direction,
                                     source_collection=batch.source_collection,
                                     destination_collection=batch.destination_collection,
-                                    options=json.dumps(options, sort_keys=True), label=label[:128],
+                                    options=options, label=label[:128],
                                     deadline=deadline, now=now)
-            j.add_items(tid, [(it.request_id, it.source_path, it.destination_path, it.recursive)
-                              for it in batch.items])
+            j.add_items(tid, [ItemSpec(it.request_id, it.source_path, it.destination_path,
+                                       it.recursive) for it in batch.items])
             for rid in batch.request_ids:
                 j.set_request_state(rid, decide.QUEUED, now=now)
         action_log("plan_transfer", transfer=tid, identity=batch.identity,
@@ -394,7 +396,7 @@ class Agent:
         items = tuple(TransferItem(source_path=i.source_path, destination_path=i.destination_path,
                                    recursive=bool(i.recursive))
                       for i in self._unique_items(self.journal.items_for_transfer(t.transfer_id)))
-        options = json.loads(t.options or "{}")
+        options = dict(t.options or {})
         deadline = dt.datetime.fromisoformat(t.deadline) if t.deadline else None
         verify = options.get("verify_checksum")
         return TransferSpec(
@@ -491,14 +493,14 @@ class Agent:
                 if existing is None:
                     tid = j.create_transfer(identity=row.identity, direction=row.direction,
                                             source_collection="", destination_collection="",
-                                            options="{}", label=report.label or "", deadline=None,
+                                            options={}, label=report.label or "", deadline=None,
                                             now=now, grafted=True)
                     j.set_task_id(tid, task_id)
                     j.update_transfer(tid, status=_OUTCOME_STATUS.get(report.outcome, T_ACTIVE),
                                       submitted=now)
                 else:
                     tid = existing.transfer_id
-                j.add_items(tid, [(row.request_id, "", "", False)])
+                j.add_items(tid, [ItemSpec(row.request_id, "", "", False)])
                 j.set_request_state(row.request_id, decide.ACTIVE, now=now)
                 j.add_event(row.job_id, f"stage{row.direction}_grafted",
                             f"waiting on existing Globus task {task_id}",
@@ -529,8 +531,8 @@ class Agent:
                 for t in usable:
                     items = [i for i in j.items_for_transfer(t.transfer_id)
                              if i.request_id == other.request_id]
-                    j.add_items(t.transfer_id, [(row.request_id, i.source_path,
-                                                 i.destination_path, bool(i.recursive))
+                    j.add_items(t.transfer_id, [ItemSpec(row.request_id, i.source_path,
+                                                         i.destination_path, bool(i.recursive))
                                                 for i in items])
                     for item in j.items_for_transfer(t.transfer_id):
                         if item.request_id == row.request_id:
@@ -665,7 +667,7 @@ class Agent:
                 ok_paths = None
                 # A batch skips missing sources so one job's missing file cannot
                 # fail the others: per-item outcomes come from what was moved.
-                if json.loads(t.options or "{}").get("skip_source_errors") and not t.grafted:
+                if (t.options or {}).get("skip_source_errors") and not t.grafted:
                     ok_paths = self._successful_paths(t)
                 for item in items:
                     if item.outcome != "pending":
@@ -752,7 +754,7 @@ class Agent:
         for view in list(views):
             if view.stagein is None:
                 continue
-            req = j.get_request_for(view.job_id, "in")
+            req = self._request_for(view.job_id, "in")
             if req is None:
                 continue
             status = self._status_for(req)
@@ -887,7 +889,7 @@ class Agent:
                 if exit_status is None:
                     self._skip_stageout(req, "the job was deleted before it ran", now)
                     continue
-            stagein = j.get_request_for(req.job_id, "in")
+            stagein = self._request_for(req.job_id, "in")
             if stagein is not None and stagein.state != decide.SUCCEEDED:
                 self._skip_stageout(req, "the stage-in did not succeed", now)
                 continue
@@ -946,7 +948,7 @@ class Agent:
             if req.state in (decide.PENDING, decide.QUEUED):
                 j.set_request_state(req.request_id, decide.CANCELED,
                                     message="job left PBS before its stage-in started", now=now)
-            so = j.get_request_for(req.job_id, "out")
+            so = self._request_for(req.job_id, "out")
             if so is not None and so.state not in decide.FINAL:
                 self._skip_stageout(so, "the job left PBS before it ran", now)
 
@@ -983,6 +985,12 @@ class Agent:
             action_log("cancel_orphan", transfer=t.transfer_id, task=t.task_id)
 
     # ------------------------------------------------------------------ misc
+    def _request_for(self, job_id: str, direction: str) -> Optional[object]:
+        for row in self.journal.requests_for_job(job_id):
+            if row.direction == direction:
+                return row
+        return None
+
     def _fail_request(self, row: object, message: str, now: float) -> None:
         j = self.journal
         j.set_request_state(row.request_id, decide.FAILED, message=message, now=now)

@@ -26,6 +26,8 @@ SKIPPED = "skipped"          # stage-out not wanted for this exit status / job n
 CANCELED = "canceled"        # the job vanished and the grace period ran out
 FINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELED})
 
+SUBSTATE_DEPNHOLD = 22   # pbs.JOB_SUBSTATE_DEPNHOLD
+
 
 @dataclasses.dataclass(frozen=True)
 class JobView:
@@ -147,7 +149,9 @@ def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
         return acts
     if req.state == SUCCEEDED:
         want_state(states.STAGED_IN)
-        if "s" in job.holds:
+        # Substate 22: PBS itself holds the job ('s') for an unmet dependency
+        # and lifts that hold when the dependency is met -- not ours to release.
+        if "s" in job.holds and job.substate != SUBSTATE_DEPNHOLD:
             acts.append(Action("release", jid, "s"))
         want_comment("staging: stage-in done" + (f" (task {short(req.tasks[-1])})" if req.tasks else ""))
     elif req.state == FAILED:
