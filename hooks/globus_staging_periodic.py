@@ -21,9 +21,10 @@ except Exception as exc:
 env = dict(os.environ)
 env.update({k: str(v) for k, v in pbs.pbs_conf.items() if k in ("PBS_EXEC", "PBS_HOME", "PBS_SERVER") and v})
 env.update({str(k): str(v) for k, v in (conf.get("env") or {}).items()})
-cmd = [python, "-m", "pbs_globus_staging", "agent", "--once", "--budget", str(budget)]
+cmd = [python, "-m", "pbs_globus_staging"]
 if conf.get("site_config"):
     cmd += ["--config", str(conf["site_config"])]
+cmd += ["agent", "--once", "--budget", str(budget)]
 try:
     # The agent stops itself at its budget; the timeout is the backstop that
     # keeps this child inside the alarm even if the agent hangs.

@@ -75,6 +75,15 @@ def _listing(values: Sequence[str]) -> str:
     return shown
 
 
+def _on_collection(path: str, root: str) -> Optional[str]:
+    """A local path as the site collection names it (its base path stripped)."""
+    if root == "/":
+        return path
+    if not _under(path, root):
+        return None
+    return "/" + path[len(root):]
+
+
 def _where(item: Item) -> str:
     return item.origin or "an item"
 
@@ -150,10 +159,14 @@ def check(req: StagingRequest, *, user: str, groups: Sequence[str] = (),
                            f"allowed for {user} by site policy; allowed: "
                            + (_listing(shown) or "nothing (ask your admins)"))
 
+        local = _on_collection(item.local, cfg.site.collection_root)
+        if local is None:
+            raise fail(f"{where}: local path {_q(item.local)} is not on the site's Globus "
+                       f"collection (which starts at {cfg.site.collection_root})")
         if d is Direction.IN:
-            ri = ResolvedItem(uuid, item.remote, site, item.local, item.recursive)
+            ri = ResolvedItem(uuid, item.remote, site, local, item.recursive)
         else:
-            ri = ResolvedItem(site, item.local, uuid, item.remote, item.recursive)
+            ri = ResolvedItem(site, local, uuid, item.remote, item.recursive)
         # An alias and its UUID name one destination twice; the parser cannot see it.
         dest = (ri.destination_collection, ri.destination_path)
         prev = seen_dest.get(dest)

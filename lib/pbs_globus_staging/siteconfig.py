@@ -38,6 +38,9 @@ class Site:
     collection: Optional[str] = None     # the site's own Globus collection (LOCAL side)
     name: str = "PBS site"
     roots: Tuple[str, ...] = ("/home/{user}/",)
+    # Where the site collection's "/" is on this filesystem (a GCS collection's
+    # base path): /lus/alice/in on disk is /alice/in on a collection rooted at /lus/.
+    collection_root: str = "/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +275,14 @@ _TOP = ("site", "collections", "credentials", "globus", "agent", "pbs", "journal
         "limits", "policy", "alerts")
 
 
+def _collection_root(v: "_V", value: Any) -> str:
+    root = v.abspath(value, "site.collection_root")
+    if not root or not root.endswith("/"):
+        raise v.fail("site.collection_root", "must be an absolute directory ending in '/'",
+                     got=value)
+    return root
+
+
 def from_dict(data: Any, *, source: str) -> SiteConfig:
     """Validate a parsed config document (``None`` = all defaults)."""
     v = _V(source)
@@ -284,12 +295,13 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
     v.known(data, "", _TOP)
 
     s = v.mapping(data.get("site"), "site")
-    v.known(s, "site", ("collection", "name", "roots"))
+    v.known(s, "site", ("collection", "name", "roots", "collection_root"))
     roots_raw = s.get("roots", list(Site.roots))
     if not isinstance(roots_raw, list) or not roots_raw:
         raise v.fail("site.roots", "must be a non-empty list of absolute paths", got=roots_raw)
     site = Site(
         collection=v.uuid(s.get("collection"), "site.collection", optional=True),
+        collection_root=_collection_root(v, s.get("collection_root", "/")),
         name=v.string(s.get("name", Site.name), "site.name") or Site.name,
         roots=tuple(_template(v, r, f"site.roots[{i}]", directory=True)
                     for i, r in enumerate(roots_raw)),
@@ -515,6 +527,7 @@ def to_hook_config(cfg: SiteConfig) -> Dict[str, Any]:
         "format": HOOK_CONFIG_FORMAT,
         "source": cfg.source,
         "site": {"collection": cfg.site.collection, "name": cfg.site.name,
+                 "collection_root": cfg.site.collection_root,
                  "roots": list(cfg.site.roots)},
         "collections": coll,
         "credentials": {"mode": cfg.credentials.mode, "client_id": cfg.credentials.client_id,
