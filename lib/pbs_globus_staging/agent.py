@@ -718,8 +718,14 @@ class Agent:
         if new == req.state:
             return req.job_id
         j.set_request_state(request_id, new, message=msg or None, action=action or None, now=now)
+        if new == decide.FAILED and req.direction == "in":
+            # Seed scenario B: neither the job nor its stage-out may run.
+            so = self._request_for(req.job_id, "out")
+            if so is not None and so.state not in decide.FINAL:
+                self._skip_stageout(so, "the stage-in failed, so the job did not run", now)
         kind = {decide.SUCCEEDED: "succeeded", decide.FAILED: "failed",
-                decide.USER_ACTION: "user_action", decide.ACTIVE: "active"}[new]
+                decide.USER_ACTION: "user_action",
+                decide.ACTIVE: "resumed" if req.state == decide.USER_ACTION else "active"}[new]
         event_kind = "user_action" if new == decide.USER_ACTION else f"stage{req.direction}_{kind}"
         j.add_event(req.job_id, event_kind, msg or f"stage-{req.direction} {kind}",
                     request_id=request_id, at=now)
@@ -1013,7 +1019,8 @@ class Agent:
                 continue
             j.set_request_state(rid, decide.USER_ACTION, message=message,
                                 action=action or "globus-staging login", now=now)
-            j.add_event(req.job_id, "user_action", f"{message}; run: {action}",
+            text = message if (not action or action in message) else f"{message}; run: {action}"
+            j.add_event(req.job_id, "user_action", text,
                         request_id=rid, transfer_id=t.transfer_id, at=now)
             action_log("user_action", job=req.job_id, reason=message)
             self._alert("user_action", self._views.get(req.job_id), job_id=req.job_id,

@@ -168,7 +168,9 @@ def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
             want_comment(text)
     elif req.state == USER_ACTION:
         want_state(states.USER_ACTION)
-        want_comment("staging: waiting for you: " + (req.action or req.message))
+        what = req.message.split(";")[0] if req.message else "Globus needs you"
+        todo = f"; run {req.action}" if req.action and req.action not in what else ""
+        want_comment(f"staging: waiting for you: {what}{todo}")
     elif req.state == ACTIVE:
         want_state(states.STAGING_IN)
         want_comment("staging: in " + (req.progress or "started"))

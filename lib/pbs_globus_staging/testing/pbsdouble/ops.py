@@ -514,9 +514,12 @@ def run_runjob_hooks(conf: core.Conf, state: dict, jid: str, attrs: dict, *,
             changed = hookrun.apply_changes(job, attrs, only=_RUNJOB_ON_REJECT,
                                             skip_resources={"nodect"} | h_flags)
             if "Hold_Types" in changed:
+                # The source sets "Job held by '<h>' hook on <ctime>" (HF:2682), but on a
+                # running OpenPBS 23.06 the scheduler's "Not Running: PBS Error: <msg>"
+                # comes after it and is what qstat shows: observed wins.
                 core.eval_hold_state(attrs)
-                attrs["comment"] = "Job held by '%s' hook on %s" % (hook, time.ctime())
-                attrs["_hook_held"] = True
+                core.log(conf, "Job", jid, "'%s' hook set job's Hold_Types = %s"
+                         % (hook, attrs.get("Hold_Types")), 0x0008)
             return False, out.message
         bad = [k for k in _RUNJOB_ACCEPT_FORBIDDEN if k in job._changed]
         if bad:

@@ -217,8 +217,7 @@ class PbsServer:
         if not ok:
             attrs.pop("exec_host", None)
             attrs.pop("exec_vnode", None)
-            if not attrs.pop("_hook_held", False):
-                attrs["comment"] = "Not Running: PBS Error: %s" % msg
+            attrs["comment"] = "Not Running: PBS Error: %s" % msg
             core.log(self.conf, "Job", jid, "Failed to run: %s (15136)" % msg, 0x0040)
             return False
         now = int(time.time())
