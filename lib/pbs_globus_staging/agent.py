@@ -169,6 +169,7 @@ class Agent:
         if views is not None:
             self._views = views
             self._register(views, now)
+        self._repair(now)
         self._plan_and_submit(now)
         changed = self._poll(now)
         self._settle(changed, now)
@@ -654,6 +655,18 @@ class Agent:
             return self.backend.explain(t.identity, t.task_id)
         except StagingError:
             return ""
+
+    def _repair(self, now: float) -> None:
+        """Finish what a killed run left half done: a task's end recorded but
+        its items not settled, items settled but the request not updated."""
+        j = self.journal
+        unsettled = j.unsettled_transfer_ids()
+        if unsettled:
+            action_log("repair", transfers=len(unsettled))
+            self._settle(unsettled, now)
+        for rid in j.settled_request_ids((decide.PENDING, decide.QUEUED, decide.ACTIVE,
+                                          decide.USER_ACTION)):
+            self._refresh_request(rid, now)
 
     # ---------------------------------------------------------------- settling
     def _settle(self, transfer_ids: Iterable[int], now: float) -> Set[str]:

@@ -577,15 +577,33 @@ class Journal:
                     f"program's {SCHEMA_VERSION}; it is migrated on the next read-write "
                     "open (e.g. the next agent cycle)")
             return
-        with self._translating("open"):
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode.lower() != "wal":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._switch_to_wal()
         if mode.lower() != "wal":
             raise JournalError(f"journal {self.path}: cannot use WAL mode (got {mode!r}); "
                                "put the journal on a local filesystem")
         if version < SCHEMA_VERSION:
             self._migrate()
+
+    def _switch_to_wal(self) -> str:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite
+        # answers "locked" at once, without its busy handler, when a process
+        # creating the same file holds any lock.  So wait here, within timeout.
+        deadline = time.monotonic() + self.timeout
+        pause = 0.002
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if mode.lower() != "wal":
+                    mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                low = str(exc).lower()
+                if ("locked" not in low and "busy" not in low) or time.monotonic() >= deadline:
+                    raise _translate(exc, self.path, self.timeout, "open") from None
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path, self.timeout, "open") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _migrate(self) -> None:
         while True:
@@ -1093,6 +1111,25 @@ class Journal:
             "SELECT * FROM transfers WHERE transfer_id IN"
             " (SELECT transfer_id FROM transfer_items WHERE request_id = ?)"
             " ORDER BY transfer_id", (request_id,))]
+
+    def unsettled_transfer_ids(self) -> List[int]:
+        """Finished transfers with items still marked pending: what an agent
+        killed between recording a task's end and settling its items left."""
+        return [int(r[0]) for r in self._query(
+            "SELECT DISTINCT t.transfer_id FROM transfers t"
+            " JOIN transfer_items i ON i.transfer_id = t.transfer_id"
+            " WHERE t.status IN ('succeeded', 'failed', 'canceled') AND i.outcome = 'pending'"
+            " ORDER BY t.transfer_id", ())]
+
+    def settled_request_ids(self, states: Iterable[str]) -> List[int]:
+        """Requests in one of ``states`` none of whose items is pending any more
+        (their own state may lag behind after a crash)."""
+        words = list(states)
+        return [int(r[0]) for r in self._query(
+            "SELECT r.request_id FROM requests r WHERE " + _in_clause("r.state", words) +
+            " AND EXISTS (SELECT 1 FROM transfer_items i WHERE i.request_id = r.request_id)"
+            " AND NOT EXISTS (SELECT 1 FROM transfer_items i WHERE i.request_id = r.request_id"
+            " AND i.outcome = 'pending') ORDER BY r.request_id", words)]
 
     def items_for_request(self, request_id: int) -> List[ItemRow]:
         return [_row(ItemRow, r) for r in self._query(
