@@ -263,8 +263,8 @@ class Agent:
                                 identity=identity, raw=raw, normalized=raw,
                                 request_key=f"invalid:{view.job_id}:{direction}",
                                 state=decide.FAILED, now=now)
-            j.set_request_state(rid, decide.FAILED, message=str(exc), now=now)
-            j.add_event(view.job_id, f"stage{direction}_failed", str(exc), request_id=rid, at=now)
+            self._transition(rid, view.job_id, decide.FAILED, kind=f"stage{direction}_failed",
+                             text=str(exc), message=str(exc), now=now)
             self._alert(f"stage{direction}_failed", view, message=str(exc))
 
     # ------------------------------------------------------ planning/submitting
@@ -730,18 +730,19 @@ class Agent:
             return None
         if new == req.state:
             return req.job_id
-        j.set_request_state(request_id, new, message=msg or None, action=action or None, now=now)
-        if new == decide.FAILED and req.direction == "in":
-            # Seed scenario B: neither the job nor its stage-out may run.
-            so = self._request_for(req.job_id, "out")
-            if so is not None and so.state not in decide.FINAL:
-                self._skip_stageout(so, "the stage-in failed, so the job did not run", now)
         kind = {decide.SUCCEEDED: "succeeded", decide.FAILED: "failed",
                 decide.USER_ACTION: "user_action",
                 decide.ACTIVE: "resumed" if req.state == decide.USER_ACTION else "active"}[new]
         event_kind = "user_action" if new == decide.USER_ACTION else f"stage{req.direction}_{kind}"
-        j.add_event(req.job_id, event_kind, msg or f"stage-{req.direction} {kind}",
-                    request_id=request_id, at=now)
+        with j.transaction():
+            self._transition(request_id, req.job_id, new, kind=event_kind,
+                             text=msg or f"stage-{req.direction} {kind}", message=msg or None,
+                             action=action or None, now=now)
+            if new == decide.FAILED and req.direction == "in":
+                # Seed scenario B: neither the job nor its stage-out may run.
+                so = self._request_for(req.job_id, "out")
+                if so is not None and so.state not in decide.FINAL:
+                    self._skip_stageout(so, "the stage-in failed, so the job did not run", now)
         action_log(f"request_{kind}", job=req.job_id, direction=req.direction, message=msg)
         if new != decide.ACTIVE:
             view = self._views.get(req.job_id)
@@ -919,16 +920,14 @@ class Agent:
                 self._skip_stageout(req, f"exit status {exit_status} does not match when={when}",
                                     now, exit_status=exit_status)
                 continue
-            j.set_request_state(req.request_id, decide.PENDING, now=now)
-            j.add_event(req.job_id, "job_ended", f"job ended with exit status {exit_status}; "
-                        "stage-out starting", request_id=req.request_id, at=now)
+            self._transition(req.request_id, req.job_id, decide.PENDING, kind="job_ended",
+                             text=f"job ended with exit status {exit_status}; stage-out starting",
+                             now=now)
 
     def _skip_stageout(self, req: object, why: str, now: float,
                        exit_status: Optional[int] = None) -> None:
-        j = self.journal
-        j.set_request_state(req.request_id, decide.SKIPPED, message=why, now=now)
-        j.add_event(req.job_id, "stageout_skipped", f"stage-out skipped: {why}",
-                    request_id=req.request_id, at=now)
+        self._transition(req.request_id, req.job_id, decide.SKIPPED, kind="stageout_skipped",
+                         text=f"stage-out skipped: {why}", message=why, now=now)
         action_log("stageout_skipped", job=req.job_id, reason=why)
 
     # --------------------------------------------------------- vanished jobs
@@ -952,24 +951,26 @@ class Agent:
                 return
             if attrs is not None and JobView.from_qstat(req.job_id, attrs).state not in ("F", "X"):
                 continue
-            j.mark_gone(req.job_id, now=now)
-            for item in j.items_for_request(req.request_id):
-                t = j.get_transfer(item.transfer_id)
-                if t.status in LIVE_TRANSFER and not t.orphaned_since:
-                    j.update_transfer(t.transfer_id, orphaned_since=now)
-            j.add_event(req.job_id, "job_deleted",
-                        "job left PBS during stage-in; its transfer is kept "
-                        f"{float(self._agent('orphan_grace', 3600)):.0f} s for a resubmission "
-                        "to adopt", request_id=req.request_id, at=now)
+            with j.transaction():
+                j.mark_gone(req.job_id, now=now)
+                for item in j.items_for_request(req.request_id):
+                    t = j.get_transfer(item.transfer_id)
+                    if t.status in LIVE_TRANSFER and not t.orphaned_since:
+                        j.update_transfer(t.transfer_id, orphaned_since=now)
+                j.add_event(req.job_id, "job_deleted",
+                            "job left PBS during stage-in; its transfer is kept "
+                            f"{float(self._agent('orphan_grace', 3600)):.0f} s for a resubmission "
+                            "to adopt", request_id=req.request_id, at=now)
+                if req.state in (decide.PENDING, decide.QUEUED):
+                    j.set_request_state(req.request_id, decide.CANCELED,
+                                        message="job left PBS before its stage-in started",
+                                        now=now)
+                so = self._request_for(req.job_id, "out")
+                if so is not None and so.state not in decide.FINAL:
+                    self._skip_stageout(so, "the job left PBS before it ran", now)
             action_log("job_vanished", job=req.job_id)
             self._alert("job_deleted", None, job_id=req.job_id, owner=req.owner,
                         message="job left PBS while its stage-in was running")
-            if req.state in (decide.PENDING, decide.QUEUED):
-                j.set_request_state(req.request_id, decide.CANCELED,
-                                    message="job left PBS before its stage-in started", now=now)
-            so = self._request_for(req.job_id, "out")
-            if so is not None and so.state not in decide.FINAL:
-                self._skip_stageout(so, "the job left PBS before it ran", now)
 
     def _reap_orphans(self, now: float) -> None:
         j = self.journal
@@ -990,20 +991,32 @@ class Agent:
                     continue
                 except StagingError as exc:
                     log.warning("cancel of orphan %s: %s", t.task_id, exc)
-            j.update_transfer(t.transfer_id, status=T_CANCELED, completed=now,
-                              message="canceled: its job left PBS and no resubmission adopted "
-                                      f"it within {grace:.0f} s")
-            for rid in self._request_ids(t.transfer_id):
-                r = j.get_request(rid)
-                if r.state not in decide.FINAL:
-                    j.set_request_state(rid, decide.CANCELED, message="job gone; transfer canceled",
-                                        now=now)
-                j.add_event(r.job_id, "transfer_canceled",
-                            f"Globus task {t.task_id} canceled after the grace period",
-                            request_id=rid, transfer_id=t.transfer_id, at=now)
+            with j.transaction():
+                j.update_transfer(t.transfer_id, status=T_CANCELED, completed=now,
+                                  message="canceled: its job left PBS and no resubmission adopted "
+                                          f"it within {grace:.0f} s")
+                for rid in self._request_ids(t.transfer_id):
+                    r = j.get_request(rid)
+                    if r.state not in decide.FINAL:
+                        j.set_request_state(rid, decide.CANCELED, message="job gone; transfer canceled",
+                                            now=now)
+                    j.add_event(r.job_id, "transfer_canceled",
+                                f"Globus task {t.task_id} canceled after the grace period",
+                                request_id=rid, transfer_id=t.transfer_id, at=now)
             action_log("cancel_orphan", transfer=t.transfer_id, task=t.task_id)
 
     # ------------------------------------------------------------------ misc
+    def _transition(self, request_id: int, job_id: str, state: str, *, kind: str, text: str,
+                    now: float, message: Optional[str] = None, action: Optional[str] = None,
+                    transfer_id: Optional[int] = None) -> None:
+        """A request's new state and the history line saying so, in one
+        transaction: a kill between the two would lose the line for good."""
+        j = self.journal
+        with j.transaction():
+            j.set_request_state(request_id, state, message=message, action=action, now=now)
+            j.add_event(job_id, kind, text, request_id=request_id, transfer_id=transfer_id,
+                        at=now)
+
     def _request_for(self, job_id: str, direction: str) -> Optional[object]:
         for row in self.journal.requests_for_job(job_id):
             if row.direction == direction:
@@ -1011,10 +1024,9 @@ class Agent:
         return None
 
     def _fail_request(self, row: object, message: str, now: float) -> None:
-        j = self.journal
-        j.set_request_state(row.request_id, decide.FAILED, message=message, now=now)
-        j.add_event(row.job_id, f"stage{row.direction}_failed", message,
-                    request_id=row.request_id, at=now)
+        self._transition(row.request_id, row.job_id, decide.FAILED,
+                         kind=f"stage{row.direction}_failed", text=message, message=message,
+                         now=now)
         action_log("request_failed", job=row.job_id, reason=message)
         self._alert(f"stage{row.direction}_failed", self._views.get(row.job_id),
                     job_id=row.job_id, owner=row.owner, message=message)
@@ -1030,11 +1042,10 @@ class Agent:
             req = j.get_request(rid)
             if req.state == decide.USER_ACTION and req.message == message:
                 continue
-            j.set_request_state(rid, decide.USER_ACTION, message=message,
-                                action=action or "globus-staging login", now=now)
             text = message if (not action or action in message) else f"{message}; run: {action}"
-            j.add_event(req.job_id, "user_action", text,
-                        request_id=rid, transfer_id=t.transfer_id, at=now)
+            self._transition(rid, req.job_id, decide.USER_ACTION, kind="user_action", text=text,
+                             message=message, action=action or "globus-staging login", now=now,
+                             transfer_id=t.transfer_id)
             action_log("user_action", job=req.job_id, reason=message)
             self._alert("user_action", self._views.get(req.job_id), job_id=req.job_id,
                         owner=req.owner, message=message, action=action)
