@@ -228,10 +228,10 @@ def test_many_processes_create_and_migrate_the_same_new_file(tmp_path):
         with Journal.open(sys.argv[1]) as j:
             j.add_event(None, "hello", sys.argv[2])
     """
-    procs = [_child(code, path, i) for i in range(6)]
+    procs = [_child(code, path, i) for i in range(8)]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
     with Journal.open(path) as j:
-        assert sorted(e.message for e in j.events(kind="hello")) == [str(i) for i in range(6)]
+        assert sorted(e.message for e in j.events(kind="hello")) == [str(i) for i in range(8)]
         assert j.schema_version == journal.SCHEMA_VERSION and j.integrity_check() == []

@@ -97,6 +97,8 @@ class Agent:
         self._events: List[dict] = []
         self._views: Dict[str, JobView] = {}
         self._options_cache: Dict[str, object] = {}
+        self._queue_rank: Dict[str, int] = {}
+        self._api_start = clock()
         self.stats = CycleStats()
 
     # ------------------------------------------------------------------ config
@@ -116,6 +118,7 @@ class Agent:
         cpu0 = time.process_time()
         start = self.clock()
         self.stats = CycleStats(started=start)
+        self._api_start = start
         cycle_id = self._journal_call("start_cycle", now=start)
         try:
             self.full_pass()
@@ -178,6 +181,36 @@ class Agent:
             self._stageouts(views, now)
             self._vanished(views, now)
         self._reap_orphans(now)
+        self._conditions(now)
+
+    def _conditions(self, now: float) -> None:
+        """Conditions that persist are reported every pass; the alert engine
+        decides when to repeat (e.g. 'still waiting for your login' every 6 h)."""
+        if self.alerts is None:
+            return
+        j = self.journal
+        for req in j.requests(state=(decide.USER_ACTION,)):
+            self._alert("user_action", self._views.get(req.job_id), job_id=req.job_id,
+                        owner=req.owner, message=req.message or "", action=req.action or "",
+                        key=f"{req.job_id}:user_action:{req.request_id}")
+        down = j.get_meta("globus_down_since")
+        if down:
+            self._alert("globus_unreachable", None, key="globus_unreachable:" + down,
+                        message="Globus has not answered since "
+                                + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(down))))
+        slow_after = float(self._agent("slow_after", 3600))
+        for t in j.transfers(status=(T_ACTIVE,)):
+            since = t.last_progress or t.submitted
+            if since and now - since >= slow_after:
+                for rid in self._request_ids(t.transfer_id):
+                    req = j.get_request(rid)
+                    if req is None or req.state in decide.FINAL:
+                        continue
+                    self._alert("slow", self._views.get(req.job_id), job_id=req.job_id,
+                                owner=req.owner, task_id=t.task_id or "",
+                                key=f"{req.job_id}:slow:{t.task_id}",
+                                message=f"no progress for {(now - since) / 60:.0f} minutes "
+                                        f"({t.nice_status or 'no status'})")
 
     def poll_pass(self) -> None:
         """The cheap loop step: poll Globus; touch PBS only for what changed."""
@@ -199,13 +232,27 @@ class Agent:
             action_log("pbs_unreachable", reason=str(exc))
             return None
         views = {}
+        ahead = int(self._agent("stage_ahead", 0) or 0)
+        waiting: Dict[str, List[Tuple[int, float, str]]] = {}
         for job_id, attrs in raw.items():
             res = attrs.get("Resource_List") or {}
             if not isinstance(res, dict):
                 continue
+            if ahead and attrs.get("job_state") in ("Q", "H"):
+                holds = str(attrs.get("Hold_Types") or "n").replace("n", "")
+                if holds in ("", "s"):   # could run next (a user/operator hold cannot)
+                    waiting.setdefault(str(attrs.get("queue") or ""), []).append(
+                        (-int(attrs.get("Priority") or 0),
+                         decide.parse_pbs_time(attrs.get("qtime")), job_id))
             if res.get(states.RES_STAGEIN) is None and res.get(states.RES_STAGEOUT) is None:
                 continue
             views[job_id] = JobView.from_qstat(job_id, attrs)
+        # Just-in-time staging: a job's place among the jobs of its queue that
+        # could run next, by PBS priority then queue time.
+        self._queue_rank = {}
+        for jobs in waiting.values():
+            for rank, (_p, _q, job_id) in enumerate(sorted(jobs)):
+                self._queue_rank[job_id] = rank
         return views
 
     # ------------------------------------------------------------ registering
@@ -280,10 +327,14 @@ class Agent:
 
     def _plan_and_submit(self, now: float) -> None:
         j = self.journal
-        pending = list(j.requests(state=(decide.PENDING,)))
+        pending = list(j.requests(state=(decide.PENDING,), due=now))
         pending_items: List[decide.PendingItem] = []
         for row in pending:
             view = self._views.get(row.job_id)
+            ahead = int(self._agent("stage_ahead", 0) or 0)
+            if ahead and row.direction == "in" and \
+                    self._queue_rank.get(row.job_id, ahead) >= ahead:
+                continue   # not near the front of its queue yet: keep scratch free
             if row.direction == "in" and view is not None and view.stage_state != states.STAGING_IN:
                 # Mark the job first: from now on a qalter of the request is
                 # refused by the modifyjob hook, so what we submit is what runs.
@@ -422,6 +473,9 @@ class Agent:
         for t in j.transfers(status=(T_NEW,)):
             if t.grafted or t.task_id:
                 continue
+            if not self._within_rate(t.identity):
+                action_log("submit_deferred", transfer=t.transfer_id, reason="api rate")
+                continue
             try:
                 if not t.submission_id:
                     sid = self.backend.new_submission_id(t.identity)
@@ -460,6 +514,17 @@ class Agent:
                 self._alert(f"stage{req.direction}_submitted", self._views.get(req.job_id),
                             job_id=req.job_id, owner=req.owner, task_id=result.task_id,
                             message=f"Globus task {result.task_id} {how}")
+
+    def _within_rate(self, identity: str) -> bool:
+        """Keep each identity's Globus API calls within ``api_rate`` per second
+        over this run (Globus allows about 20/s per user; leave room for the
+        user's own tools).  Polls are already one call per 1,000 tasks."""
+        calls = getattr(self.backend, "calls", None)
+        if not isinstance(calls, Mapping):
+            return True
+        rate = float(self._agent("api_rate", 10))
+        allowed = rate * max(1.0, self.clock() - self._api_start) + rate
+        return calls.get(identity, 0) + 2 <= allowed
 
     def _request_ids(self, transfer_id: int) -> List[int]:
         seen: Dict[int, None] = {}
@@ -730,6 +795,21 @@ class Agent:
             return None
         if new == req.state:
             return req.job_id
+        retries = int(self._agent("stageout_retries", 3))
+        if new == decide.FAILED and req.direction == "out" and (req.attempts or 0) < retries:
+            # A failed stage-out is retried with a fresh transfer after a growing
+            # wait -- never silently dropped: each retry is in the job's history.
+            delay = float(self._agent("retry_delay", 60)) * 2 ** (req.attempts or 0)
+            with j.transaction():
+                j.retire_failed_items(request_id)
+                j.set_request_state(request_id, decide.PENDING, message=msg,
+                                    next_attempt=now + delay, count_attempt=True, now=now)
+                j.add_event(req.job_id, "stageout_retry",
+                            f"stage-out failed ({msg}); retry {(req.attempts or 0) + 1} of "
+                            f"{retries} in {delay:.0f} s", request_id=request_id, at=now)
+            action_log("stageout_retry", job=req.job_id, attempt=(req.attempts or 0) + 1,
+                       delay=f"{delay:.0f}s", reason=msg)
+            return req.job_id
         kind = {decide.SUCCEEDED: "succeeded", decide.FAILED: "failed",
                 decide.USER_ACTION: "user_action",
                 decide.ACTIVE: "resumed" if req.state == decide.USER_ACTION else "active"}[new]
@@ -744,7 +824,7 @@ class Agent:
                 if so is not None and so.state not in decide.FINAL:
                     self._skip_stageout(so, "the stage-in failed, so the job did not run", now)
         action_log(f"request_{kind}", job=req.job_id, direction=req.direction, message=msg)
-        if new != decide.ACTIVE:
+        if new not in (decide.ACTIVE, decide.USER_ACTION):  # user-action: see _conditions
             view = self._views.get(req.job_id)
             task = next((t.task_id for t in transfers if t.task_id), "")
             self._alert(event_kind, view, job_id=req.job_id, owner=req.owner, task_id=task,
@@ -1047,8 +1127,6 @@ class Agent:
                              message=message, action=action or "globus-staging login", now=now,
                              transfer_id=t.transfer_id)
             action_log("user_action", job=req.job_id, reason=message)
-            self._alert("user_action", self._views.get(req.job_id), job_id=req.job_id,
-                        owner=req.owner, message=message, action=action)
 
     def _note_user_action(self, t: object, message: str, action: str, now: float) -> None:
         self._transfer_needs_user(t, message or "Globus credentials expired",
@@ -1059,7 +1137,6 @@ class Agent:
         if not j.get_meta("globus_down_since"):
             j.set_meta("globus_down_since", str(self.clock()))
             action_log("globus_unreachable", reason=message)
-            self._alert("globus_unreachable", None, message=message)
 
     def _globus_ok(self) -> None:
         j = self.journal

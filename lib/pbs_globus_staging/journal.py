@@ -1131,6 +1131,14 @@ class Journal:
             " AND NOT EXISTS (SELECT 1 FROM transfer_items i WHERE i.request_id = r.request_id"
             " AND i.outcome = 'pending') ORDER BY r.request_id", words)]
 
+    def retire_failed_items(self, request_id: int) -> int:
+        """Detach a request from the items that failed it, before a retry: the
+        items stay with their transfer (history), the request starts afresh."""
+        with self.transaction():
+            cur = self._exec("UPDATE transfer_items SET request_id = NULL"
+                             " WHERE request_id = ? AND outcome = 'failed'", (request_id,))
+        return cur.rowcount
+
     def items_for_request(self, request_id: int) -> List[ItemRow]:
         return [_row(ItemRow, r) for r in self._query(
             "SELECT * FROM transfer_items WHERE request_id = ? ORDER BY item_id", (request_id,))]

@@ -79,6 +79,11 @@ class AgentSettings:
     batch_window: float = 0.0
     batch_max_items: int = 100
     python: str = "/usr/bin/python3"
+    retry_delay: float = 60.0            # first wait before a failed stage-out is retried (doubles)
+    rescan_interval: float = 10.0        # full PBS re-read inside one run; polls in between
+    slow_after: float = 3600.0           # no progress this long -> the `slow` alert
+    stage_ahead: int = 0                 # just-in-time: stage only the N front jobs per queue (0 = all)
+    api_rate: float = 10.0               # Globus API calls per second per identity, at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +392,11 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
         batch_window=v.duration(get("batch_window"), "agent.batch_window", allow_zero=True),
         batch_max_items=v.integer(get("batch_max_items"), "agent.batch_max_items", minimum=1),
         python=v.abspath(get("python"), "agent.python") or AgentSettings.python,
+        retry_delay=v.duration(get("retry_delay"), "agent.retry_delay", allow_zero=True),
+        rescan_interval=v.duration(get("rescan_interval"), "agent.rescan_interval"),
+        slow_after=v.duration(get("slow_after"), "agent.slow_after"),
+        stage_ahead=v.integer(get("stage_ahead"), "agent.stage_ahead", minimum=0),
+        api_rate=v.number(get("api_rate"), "agent.api_rate"),
     )
 
     p = v.mapping(data.get("pbs"), "pbs")
