@@ -12,6 +12,7 @@ twice, no job is released early.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -119,8 +120,10 @@ class Agent:
         start = self.clock()
         self.stats = CycleStats(started=start)
         self._api_start = start
-        cycle_id = self._journal_call("start_cycle", now=start)
+        cycle_id = None
         try:
+            # A locked or full journal stops the run here, before any change.
+            cycle_id = self.journal.start_cycle(now=start)
             self.full_pass()
             last_full = self.clock()
             while True:
@@ -330,37 +333,8 @@ class Agent:
         pending = list(j.requests(state=(decide.PENDING,), due=now))
         pending_items: List[decide.PendingItem] = []
         for row in pending:
-            view = self._views.get(row.job_id)
-            ahead = int(self._agent("stage_ahead", 0) or 0)
-            if ahead and row.direction == "in" and \
-                    self._queue_rank.get(row.job_id, ahead) >= ahead:
-                continue   # not near the front of its queue yet: keep scratch free
-            if row.direction == "in" and view is not None and view.stage_state != states.STAGING_IN:
-                # Mark the job first: from now on a qalter of the request is
-                # refused by the modifyjob hook, so what we submit is what runs.
-                if not self._set_job_state(view, states.STAGING_IN, tasks=""):
-                    continue
-            if row.direction == "in" and view is None and not self._job_alive(row.job_id):
-                continue
-            try:
-                res = self._resolve(row.raw, direction=row.direction, owner=row.owner)
-            except StagingError as exc:
-                self._fail_request(row, str(exc), now)
-                continue
-            if res.tasks:
-                self._graft(row, res, now)
-            if not res.items:
-                continue
-            if self._adopt(row, res, now):
-                continue
-            opts_key = self._options_key(res.options)
-            for (scoll, spath, dcoll, dpath, rec) in res.items:
-                pending_items.append(decide.PendingItem(
-                    request_id=row.request_id, job_id=row.job_id,
-                    priority=view.priority if view else 0, qtime=view.qtime if view else 0.0,
-                    identity=row.identity, source_collection=scoll,
-                    destination_collection=dcoll, options_key=opts_key, source_path=spath,
-                    destination_path=dpath, recursive=rec))
+            with self._guard(row.job_id):
+                self._plan_one(row, now, pending_items)
         if pending_items:
             free = self._free_slots({p.identity for p in pending_items})
             for batch in decide.plan_batches(pending_items,
@@ -368,6 +342,39 @@ class Agent:
                                              free_slots=free):
                 self._create_transfer(batch, now)
         self._submit_new(now)
+
+    def _plan_one(self, row: object, now: float, pending_items: list) -> None:
+        view = self._views.get(row.job_id)
+        ahead = int(self._agent("stage_ahead", 0) or 0)
+        if ahead and row.direction == "in" and \
+                self._queue_rank.get(row.job_id, ahead) >= ahead:
+            return   # not near the front of its queue yet: keep scratch free
+        if row.direction == "in" and view is not None and view.stage_state != states.STAGING_IN:
+            # Mark the job first: from now on a qalter of the request is
+            # refused by the modifyjob hook, so what we submit is what runs.
+            if not self._set_job_state(view, states.STAGING_IN, tasks=""):
+                return
+        if row.direction == "in" and view is None and not self._job_alive(row.job_id):
+            return
+        try:
+            res = self._resolve(row.raw, direction=row.direction, owner=row.owner)
+        except StagingError as exc:
+            self._fail_request(row, str(exc), now)
+            return
+        if res.tasks:
+            self._graft(row, res, now)
+        if not res.items:
+            return
+        if self._adopt(row, res, now):
+            return
+        opts_key = self._options_key(res.options)
+        for (scoll, spath, dcoll, dpath, rec) in res.items:
+            pending_items.append(decide.PendingItem(
+                request_id=row.request_id, job_id=row.job_id,
+                priority=view.priority if view else 0, qtime=view.qtime if view else 0.0,
+                identity=row.identity, source_collection=scoll,
+                destination_collection=dcoll, options_key=opts_key, source_path=spath,
+                destination_path=dpath, recursive=rec))
 
     def _job_alive(self, job_id: str) -> bool:
         return job_id in self._views
@@ -566,7 +573,10 @@ class Agent:
                                       submitted=now)
                 else:
                     tid = existing.transfer_id
-                j.add_items(tid, [ItemSpec(row.request_id, "", "", False)])
+                # A grafted task's items are not ours to know: one marker item
+                # links the request to it.
+                j.add_items(tid, [ItemSpec(row.request_id, f"task={task_id}", f"task={task_id}",
+                                           False)])
                 j.set_request_state(row.request_id, decide.ACTIVE, now=now)
                 j.add_event(row.job_id, f"stage{row.direction}_grafted",
                             f"waiting on existing Globus task {task_id}",
@@ -852,20 +862,25 @@ class Agent:
         j = self.journal
         policy = str(self._agent("stagein_failure", "hold"))
         for view in list(views):
-            if view.stagein is None:
-                continue
-            req = self._request_for(view.job_id, "in")
-            if req is None:
-                continue
-            status = self._status_for(req)
-            options = self._options(req.normalized, "in")
-            cleanup = getattr(options, "cleanup", None) if options is not None else None
-            onfail = getattr(options, "onfail", None) if options is not None else None
-            cleanup_done = bool(j.get_meta(f"cleanup:{view.job_id}"))
-            acts = decide.stagein_actions(view, status, failure_policy=onfail or policy,
-                                          cleanup=cleanup, cleanup_done=cleanup_done)
-            if acts:
-                self._apply(view, acts)
+            with self._guard(view.job_id):
+                self._apply_one(view, policy)
+
+    def _apply_one(self, view: JobView, policy: str) -> None:
+        j = self.journal
+        if view.stagein is None:
+            return
+        req = self._request_for(view.job_id, "in")
+        if req is None:
+            return
+        status = self._status_for(req)
+        options = self._options(req.normalized, "in")
+        cleanup = getattr(options, "cleanup", None) if options is not None else None
+        onfail = getattr(options, "onfail", None) if options is not None else None
+        cleanup_done = bool(j.get_meta(f"cleanup:{view.job_id}"))
+        acts = decide.stagein_actions(view, status, failure_policy=onfail or policy,
+                                      cleanup=cleanup, cleanup_done=cleanup_done)
+        if acts:
+            self._apply(view, acts)
 
     def _apply(self, view: JobView, acts: Sequence[decide.Action]) -> None:
         """Apply one job's actions in order; resource and comment changes share
@@ -961,48 +976,49 @@ class Agent:
         default_when = str(self._agent("stageout_when", "ok"))
         budget = int(self._agent("max_history_lookups", 50))
         for req in j.requests(state=(decide.WAITING_EXIT,), direction="out"):
-            view = views.get(req.job_id)
-            if view is not None and not view.finished:
-                continue
-            exit_status = None
-            obit = j.obit(req.job_id)
-            if obit is not None:
-                exit_status = obit.exit_status
-            elif view is not None and view.exit_status is not None:
-                exit_status = view.exit_status
-            else:
-                if budget <= 0:
+            with self._guard(req.job_id):
+                view = views.get(req.job_id)
+                if view is not None and not view.finished:
                     continue
-                budget -= 1
-                try:
-                    attrs = self.pbs.job(req.job_id)
-                except RetryableError:
-                    return
-                if attrs is None:
-                    self._skip_stageout(req, "the job is no longer known to PBS and never "
-                                             "reported an exit status", now)
+                exit_status = None
+                obit = j.obit(req.job_id)
+                if obit is not None:
+                    exit_status = obit.exit_status
+                elif view is not None and view.exit_status is not None:
+                    exit_status = view.exit_status
+                else:
+                    if budget <= 0:
+                        continue
+                    budget -= 1
+                    try:
+                        attrs = self.pbs.job(req.job_id)
+                    except RetryableError:
+                        return
+                    if attrs is None:
+                        self._skip_stageout(req, "the job is no longer known to PBS and never "
+                                                 "reported an exit status", now)
+                        continue
+                    hv = JobView.from_qstat(req.job_id, attrs)
+                    if not hv.finished:
+                        continue
+                    exit_status = hv.exit_status
+                    if exit_status is None:
+                        self._skip_stageout(req, "the job was deleted before it ran", now)
+                        continue
+                stagein = self._request_for(req.job_id, "in")
+                if stagein is not None and stagein.state != decide.SUCCEEDED:
+                    self._skip_stageout(req, "the stage-in did not succeed", now)
                     continue
-                hv = JobView.from_qstat(req.job_id, attrs)
-                if not hv.finished:
+                options = self._options(req.normalized, "out")
+                when = getattr(options, "when", None) or default_when
+                wanted = decide.stageout_wanted(when, exit_status)
+                if not wanted:
+                    self._skip_stageout(req, f"exit status {exit_status} does not match when={when}",
+                                        now, exit_status=exit_status)
                     continue
-                exit_status = hv.exit_status
-                if exit_status is None:
-                    self._skip_stageout(req, "the job was deleted before it ran", now)
-                    continue
-            stagein = self._request_for(req.job_id, "in")
-            if stagein is not None and stagein.state != decide.SUCCEEDED:
-                self._skip_stageout(req, "the stage-in did not succeed", now)
-                continue
-            options = self._options(req.normalized, "out")
-            when = getattr(options, "when", None) or default_when
-            wanted = decide.stageout_wanted(when, exit_status)
-            if not wanted:
-                self._skip_stageout(req, f"exit status {exit_status} does not match when={when}",
-                                    now, exit_status=exit_status)
-                continue
-            self._transition(req.request_id, req.job_id, decide.PENDING, kind="job_ended",
-                             text=f"job ended with exit status {exit_status}; stage-out starting",
-                             now=now)
+                self._transition(req.request_id, req.job_id, decide.PENDING, kind="job_ended",
+                                 text=f"job ended with exit status {exit_status}; stage-out starting",
+                                 now=now)
 
     def _skip_stageout(self, req: object, why: str, now: float,
                        exit_status: Optional[int] = None) -> None:
@@ -1018,39 +1034,40 @@ class Agent:
         j = self.journal
         for req in j.requests(state=(decide.PENDING, decide.QUEUED, decide.ACTIVE,
                                      decide.USER_ACTION), direction="in"):
-            if req.job_id in views:
-                continue
-            job = j.get_job(req.job_id)
-            if job is not None and job.gone_since:
-                continue
-            if j.obit(req.job_id) is not None:
-                continue
-            try:
-                attrs = self.pbs.job(req.job_id)
-            except RetryableError:
-                return
-            if attrs is not None and JobView.from_qstat(req.job_id, attrs).state not in ("F", "X"):
-                continue
-            with j.transaction():
-                j.mark_gone(req.job_id, now=now)
-                for item in j.items_for_request(req.request_id):
-                    t = j.get_transfer(item.transfer_id)
-                    if t.status in LIVE_TRANSFER and not t.orphaned_since:
-                        j.update_transfer(t.transfer_id, orphaned_since=now)
-                j.add_event(req.job_id, "job_deleted",
-                            "job left PBS during stage-in; its transfer is kept "
-                            f"{float(self._agent('orphan_grace', 3600)):.0f} s for a resubmission "
-                            "to adopt", request_id=req.request_id, at=now)
-                if req.state in (decide.PENDING, decide.QUEUED):
-                    j.set_request_state(req.request_id, decide.CANCELED,
-                                        message="job left PBS before its stage-in started",
-                                        now=now)
-                so = self._request_for(req.job_id, "out")
-                if so is not None and so.state not in decide.FINAL:
-                    self._skip_stageout(so, "the job left PBS before it ran", now)
-            action_log("job_vanished", job=req.job_id)
-            self._alert("job_deleted", None, job_id=req.job_id, owner=req.owner,
-                        message="job left PBS while its stage-in was running")
+            with self._guard(req.job_id):
+                if req.job_id in views:
+                    continue
+                job = j.get_job(req.job_id)
+                if job is not None and job.gone_since:
+                    continue
+                if j.obit(req.job_id) is not None:
+                    continue
+                try:
+                    attrs = self.pbs.job(req.job_id)
+                except RetryableError:
+                    return
+                if attrs is not None and JobView.from_qstat(req.job_id, attrs).state not in ("F", "X"):
+                    continue
+                with j.transaction():
+                    j.mark_gone(req.job_id, now=now)
+                    for item in j.items_for_request(req.request_id):
+                        t = j.get_transfer(item.transfer_id)
+                        if t.status in LIVE_TRANSFER and not t.orphaned_since:
+                            j.update_transfer(t.transfer_id, orphaned_since=now)
+                    j.add_event(req.job_id, "job_deleted",
+                                "job left PBS during stage-in; its transfer is kept "
+                                f"{float(self._agent('orphan_grace', 3600)):.0f} s for a resubmission "
+                                "to adopt", request_id=req.request_id, at=now)
+                    if req.state in (decide.PENDING, decide.QUEUED):
+                        j.set_request_state(req.request_id, decide.CANCELED,
+                                            message="job left PBS before its stage-in started",
+                                            now=now)
+                    so = self._request_for(req.job_id, "out")
+                    if so is not None and so.state not in decide.FINAL:
+                        self._skip_stageout(so, "the job left PBS before it ran", now)
+                action_log("job_vanished", job=req.job_id)
+                self._alert("job_deleted", None, job_id=req.job_id, owner=req.owner,
+                            message="job left PBS while its stage-in was running")
 
     def _reap_orphans(self, now: float) -> None:
         j = self.journal
@@ -1086,6 +1103,25 @@ class Agent:
             action_log("cancel_orphan", transfer=t.transfer_id, task=t.task_id)
 
     # ------------------------------------------------------------------ misc
+    @contextlib.contextmanager
+    def _guard(self, job_id: str):
+        """One job's trouble must not stop the cycle for every other job: an
+        unexpected error is logged and recorded against that job, and the next
+        cycle tries again.  An outage (RetryableError) still stops the run."""
+        try:
+            yield
+        except RetryableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- isolate, record, carry on
+            log.exception("error while handling %s", job_id)
+            self.stats.errors.append(f"{job_id}: {type(exc).__name__}: {exc}")
+            try:
+                self.journal.add_event(job_id, "agent_error",
+                                       f"internal error, retried next cycle: "
+                                       f"{type(exc).__name__}: {exc}"[:500])
+            except StagingError:
+                pass
+
     def _transition(self, request_id: int, job_id: str, state: str, *, kind: str, text: str,
                     now: float, message: Optional[str] = None, action: Optional[str] = None,
                     transfer_id: Optional[int] = None) -> None:

@@ -1,17 +1,26 @@
-"""``globus-staging``: the agent, the admin's install/status tools, the user's view.
+"""``globus-staging``: the agent, the admin's tools, the user's view.
 
-Exit codes scripts can rely on: 0 ok, 1 the thing asked about is in a bad
-state (e.g. ``check`` found a problem), 2 usage or configuration error,
-3 a retryable outage (PBS or Globus unreachable), 4 not found / not yours.
+Exit codes scripts can rely on (every command):
+
+  0  ok
+  1  the thing asked about is in a bad state (``check`` found a problem, a
+     ``retry`` of a request that has not failed, a job that already ran)
+  2  usage or configuration error (bad arguments, invalid site config)
+  3  a retryable outage (PBS or Globus unreachable, the journal locked)
+  4  not found, not yours, or not allowed (another user's job reads exactly
+     like a missing one; admin actions as a non-root user)
+
+Users: ``show JOBID``, ``status``, ``login``.  Admins (root): ``status``,
+``check``, ``retry``, ``cancel``, ``adopt``, ``release``, ``install`` /
+``upgrade`` / ``uninstall``, and ``agent`` (what the periodic hook runs).
+The commands live in ``commands/`` (one module per family).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -88,6 +97,11 @@ def setup_logging(verbose: bool, log_file: Optional[str] = None) -> None:
     if log_file:
         try:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            # Root-only like the journal: it names every user's jobs and paths,
+            # and its directory is traversable (users reach their summaries).
+            os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            if os.stat(log_file).st_mode & 0o077:
+                os.chmod(log_file, 0o600)
             handlers.append(logging.FileHandler(log_file))
         except OSError:
             pass
@@ -116,10 +130,24 @@ def cmd_agent(args) -> int:
             stats.released, stats.globus_calls, stats.pbs_calls, stats.cpu_seconds,
             len(stats.errors))
         rc = EXIT_OK if stats.ok else EXIT_RETRY
+        _publish_user_views(cfg, journal)
         if args.once:
             break
     journal.close()
     return rc
+
+
+def _publish_user_views(cfg, journal) -> None:
+    """Each user's summaries of their changed jobs (what a user's ``show``
+    reads); bounded, and never a reason for the agent run to fail."""
+    from .commands import userviews
+    try:
+        n = userviews.publish(journal, userviews.views_dir(journal_path(cfg)), budget=2.0)
+        if n:
+            logging.getLogger("pbs_globus_staging.agent").debug("user views written: %d", n)
+    except Exception as exc:  # noqa: BLE001 -- the agent's work is done; say so and go on
+        logging.getLogger("pbs_globus_staging.agent").warning(
+            "user views not written: %s", exc)
 
 
 def cmd_emulator(args) -> int:
@@ -187,47 +215,6 @@ def cmd_uninstall(args) -> int:
     return EXIT_BAD if problems else EXIT_OK
 
 
-def _caller() -> str:
-    import pwd
-    return pwd.getpwuid(os.getuid()).pw_name
-
-
-def cmd_show(args) -> int:
-    from . import report
-    cfg = load_site(args.config)
-    journal = open_journal(cfg, readonly=True)
-    try:
-        view = report.job_timeline(journal, args.jobid)
-    finally:
-        journal.close()
-    if view is None or (os.getuid() != 0 and view["owner"] != _caller()):
-        # Another user's job reads exactly like a job that does not exist.
-        print(f"globus-staging: no staging record for job {args.jobid}", file=sys.stderr)
-        return EXIT_NOTFOUND
-    if args.json:
-        json.dump(view, sys.stdout, indent=2, default=str)
-        print()
-    else:
-        print(report.format_timeline(view))
-    return EXIT_OK
-
-
-def cmd_status(args) -> int:
-    from . import report
-    cfg = load_site(args.config)
-    journal = open_journal(cfg, readonly=True)
-    try:
-        data = report.status(journal, user=None if os.getuid() == 0 else _caller())
-    finally:
-        journal.close()
-    if args.json:
-        json.dump(data, sys.stdout, indent=2, default=str)
-        print()
-    else:
-        print(report.format_status(data))
-    return EXIT_OK
-
-
 def cmd_demo(args) -> int:
     from . import demo
     return demo.main(workdir=args.workdir, keep=args.keep)
@@ -261,14 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         i.add_argument("--alarm", type=int, help="periodic hook alarm (seconds)")
         i.set_defaults(func=func)
 
-    s = sub.add_parser("show", help="one job's staging timeline")
-    s.add_argument("jobid")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_show)
-
-    st = sub.add_parser("status", help="all staged jobs by state, transfers, last cycles")
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(func=cmd_status)
+    _add_user_and_admin_commands(sub)
 
     d = sub.add_parser("demo", help="run the demo: hooks + PBS double + Globus emulator")
     d.add_argument("--workdir", help="where to put the demo's files (default: a temp dir)")
@@ -277,11 +257,95 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_user_and_admin_commands(sub) -> None:
+    from .commands import admin, check, login, show
+
+    def with_json(p):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    s = with_json(sub.add_parser(
+        "show", help="one job's staging timeline",
+        description="One job's staging history: submission, hold, each Globus transfer "
+                    "(task id, progress, faults), release, run, exit, stage-out, alerts "
+                    "sent. Works after the job has left PBS. Root reads the journal; users "
+                    "read the summaries the agent keeps for them (their own jobs only; "
+                    "another user's job reads like a missing one). Exit 4: no such job."))
+    s.add_argument("jobid", help="PBS job id (123.server, or 123)")
+    s.add_argument("--no-pbs", action="store_true",
+                   help="root: do not ask PBS for the run/exit times, journal only")
+    s.set_defaults(func=show.cmd_show)
+
+    st = with_json(sub.add_parser(
+        "status", help="staged jobs by state, transfers in flight, last agent cycles",
+        description="Root: all staged jobs by state, the oldest waiting, transfers in "
+                    "flight, the last agent cycles and their errors. Users: their own jobs."))
+    st.set_defaults(func=show.cmd_status)
+
+    lg = with_json(sub.add_parser(
+        "login", help="give the staging agent your Globus login (run as yourself)",
+        description="Log in to Globus (the URL/code flow) and store a refresh token in your "
+                    "token directory, so the agent can stage your data. Needed once, and "
+                    "again when a job comment says so. Not used in client-credentials mode."))
+    lg.add_argument("--collection", action="append", metavar="ID",
+                    help="also consent to data access on this collection (UUID or site "
+                         "alias); repeatable")
+    lg.set_defaults(func=login.cmd_login)
+
+    ck = with_json(sub.add_parser(
+        "check", help="is the install sound? (resources, hooks, config, journal, Globus)",
+        description="One line per check, ok/WARN/FAIL with what to do; exit 1 if any FAIL."))
+    ck.set_defaults(func=check.cmd_check)
+
+    r = with_json(sub.add_parser(
+        "retry", help="admin: a failed stage-in/out gets a fresh transfer",
+        description="Set a failed (or canceled) request back to pending; the agent submits "
+                    "a new transfer on its next cycle. For a stage-in the job is held (s) "
+                    "and its state set back to waiting. Logged with your name."))
+    r.add_argument("jobid")
+    r.add_argument("--direction", choices=("in", "out"),
+                   help="which request (default: the failed one, stage-in first)")
+    r.set_defaults(func=admin.cmd_retry)
+
+    c = with_json(sub.add_parser(
+        "cancel", help="admin: cancel a job's live transfer(s); the request fails",
+        description="Cancel the job's Globus task(s) and mark its staging failed; the agent "
+                    "then applies the failure policy (hold or delete). A task that also "
+                    "serves other jobs, or the user's own grafted task, is left running and "
+                    "only detached from this job."))
+    c.add_argument("jobid")
+    c.add_argument("--direction", choices=("in", "out"))
+    c.add_argument("--reason", help="recorded with the cancel")
+    c.set_defaults(func=admin.cmd_cancel)
+
+    a = with_json(sub.add_parser(
+        "adopt", help="admin: make a job's stage-in wait on an existing Globus task",
+        description="The job's stage-in waits on TASKID (like task= in the request); the "
+                    "task must be visible to the job owner's Globus identity."))
+    a.add_argument("jobid")
+    a.add_argument("task_id", metavar="TASKID")
+    a.add_argument("--reason", help="recorded with the adoption")
+    a.set_defaults(func=admin.cmd_adopt)
+
+    rl = with_json(sub.add_parser(
+        "release", help="admin: force-release a held job without its stage-in (logged)",
+        description="Mark the stage-in done, set globus_stage_state=staged-in and release "
+                    "the 's' hold: the job runs without waiting for its data. Logged with "
+                    "your name and the reason."))
+    rl.add_argument("jobid")
+    rl.add_argument("--reason", required=True, help="why (required; logged)")
+    rl.set_defaults(func=admin.cmd_release)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .commands import CliExit
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except CliExit as exc:
+        print(f"globus-staging: {exc}", file=sys.stderr)
+        return exc.code
     except ConfigError as exc:
         print(f"globus-staging: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -168,9 +168,10 @@ def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
             want_comment(text)
     elif req.state == USER_ACTION:
         want_state(states.USER_ACTION)
+        # The command first: PBS comments are cut at 200 characters.
         what = req.message.split(";")[0] if req.message else "Globus needs you"
-        todo = f"; run {req.action}" if req.action and req.action not in what else ""
-        want_comment(f"staging: waiting for you: {what}{todo}")
+        todo = f"run {req.action}: " if req.action else ""
+        want_comment(f"staging: waiting for you: {todo}{what}")
     elif req.state == ACTIVE:
         want_state(states.STAGING_IN)
         want_comment("staging: in " + (req.progress or "started"))

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ConfigError, RequestError
 from .request import Direction, Item, StagingRequest, _q, is_uuid, resource_name
 from .siteconfig import PolicyRule, SiteConfig
 
-__all__ = ["ResolvedItem", "ResolvedRequest", "check", "allowed_roots"]
+__all__ = ["ResolvedItem", "ResolvedRequest", "check", "allowed_roots", "host_groups"]
 
 _SHOW_MAX = 4     # how many aliases / roots / prefixes a message lists
 
@@ -88,13 +89,40 @@ def _where(item: Item) -> str:
     return item.origin or "an item"
 
 
-def check(req: StagingRequest, *, user: str, groups: Sequence[str] = (),
+def host_groups(user: str) -> Tuple[str, ...]:
+    """The groups ``user`` belongs to in this host's group database (primary
+    first), as PBS itself sees them; () for an unknown user.
+
+    Used for ``groups:`` policy rules when the caller does not pass groups: a
+    group a user merely *claims* (``qsub -W group_list``) must not widen what
+    they may name, so only real membership counts."""
+    try:
+        import grp
+        import pwd
+        pw = pwd.getpwnam(user)
+        gids = os.getgrouplist(user, pw.pw_gid)
+    except (KeyError, ImportError, OSError):
+        return ()
+    names: List[str] = []
+    for gid in [pw.pw_gid] + [g for g in gids if g != pw.pw_gid]:
+        try:
+            name = grp.getgrgid(gid).gr_name
+        except KeyError:
+            continue
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def check(req: StagingRequest, *, user: str, groups: Optional[Sequence[str]] = None,
           project: Optional[str] = None, cfg: SiteConfig,
           resource: Optional[str] = None) -> ResolvedRequest:
     """Resolve aliases and check ``req`` against the site's rules for ``user``.
 
-    Raises ``RequestError`` (one line, what the user must change) or
-    ``ConfigError`` when the site config cannot serve any request.
+    ``groups=None`` means "the user's groups on this host" (looked up only
+    when a client-mode rule names groups).  Raises ``RequestError`` (one line,
+    what the user must change) or ``ConfigError`` when the site config cannot
+    serve any request.
     """
     d = Direction(req.direction)
     res = resource or resource_name(d)
@@ -110,7 +138,9 @@ def check(req: StagingRequest, *, user: str, groups: Sequence[str] = (),
         raise fail(f"the job owner {_q(user)} cannot be used in a path")
     client = cfg.credentials.mode == "client"
     roots = allowed_roots(cfg, user)
-    rules = _rules_for(cfg.policy, user=user, groups=groups, project=project,
+    if client and groups is None:
+        groups = host_groups(user) if any(r.groups for r in cfg.policy) else ()
+    rules = _rules_for(cfg.policy, user=user, groups=groups or (), project=project,
                        direction=d.value) if client else ()
     allowed = _allowed(rules, cfg, user) if client else ()
 

@@ -134,9 +134,10 @@ _ALL_KEYS = frozenset(("task", "manifest", "sync", "checksum", "deadline",
 
 
 def _q(text: str, limit: int = _QUOTE_MAX) -> str:
-    """Quote user input for a one-line message: control, invisible and
-    direction-changing characters escaped; long input cut in the middle so
-    both ends (a path's start and its file name) stay visible."""
+    """Quote user input for a one-line message: ``'`` and backslash escaped
+    with a backslash; control, invisible and direction-changing characters
+    escaped; long input cut in the middle so both ends (a path's start and its
+    file name) stay visible."""
     if len(text) > limit:
         head = limit // 3
         return _q(text[:head])[:-1] + "..." + _q(text[-(limit - head):])[1:]
@@ -144,7 +145,9 @@ def _q(text: str, limit: int = _QUOTE_MAX) -> str:
     for ch in text:
         o = ord(ch)
         if 0x20 <= o < 0x7F:
-            out.append("\\\\" if ch == "\\" else ch)
+            # Escape the quote and the escape character, so the quoted part
+            # ends exactly where the user's input ends ("'/a\\'; rm'").
+            out.append("\\" + ch if ch in "\\'" else ch)
         elif o < 0x80 or unicodedata.category(ch)[0] in "CZ" or o in _LOOKALIKE:
             out.append(f"\\x{o:02x}" if o <= 0xFF else
                        (f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"))

@@ -95,6 +95,15 @@ class FakePbs:
         self.jobs[job_id] = attrs
         return job_id
 
+    def start_job(self, job_id: str) -> None:
+        """What the scheduler does to a runnable job: it is now running."""
+        with self._lock:
+            job = self.jobs[job_id]
+            if str(job["Hold_Types"]) not in ("n", ""):
+                raise AssertionError(f"{job_id} is held ({job['Hold_Types']}); cannot start it")
+            job["job_state"] = "R"
+            job["substate"] = 42
+
     def state_word(self, job_id: str) -> str:
         job = self.jobs.get(job_id) or self.history.get(job_id) or {}
         return str((job.get("Resource_List") or {}).get("globus_stage_state") or "")
@@ -135,7 +144,9 @@ class FakePbs:
             doc = self._header()
             if self.jobs:
                 doc["Jobs"] = self.jobs
-            return self._done(cmd, 0, json.dumps(doc, indent="\t"))
+            # No indent: the C encoder, ~10x faster than the tab-indented
+            # text PBS prints; the agent's JSON parser cannot tell the difference.
+            return self._done(cmd, 0, json.dumps(doc))
         job_id = ids[0]   # real PBS prints only the first id with -F json
         job = self.jobs.get(job_id) or (self.history.get(job_id) if history else None)
         if job is None:

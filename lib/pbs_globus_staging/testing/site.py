@@ -197,7 +197,7 @@ class StagingSite:
         return Journal.open(self.root / "journal.sqlite")
 
     def timeline(self, job_id: str) -> str:
-        return self.cli("show", job_id).stdout
+        return self.cli("show", job_id, check=False).stdout
 
     def job_state(self, job_id: str) -> str:
         return str(self.qstat(job_id).get("job_state", ""))

@@ -1,0 +1,81 @@
+"""``login``: a user gives the staging agent their Globus login.
+
+Runs as the user, on a login node or the PBS server host: the native-app
+flow prints a URL, the user logs in and pastes the code back, and the
+refresh token is written 0600 into the user's own token directory (the site
+config's ``credentials.token_dir`` with ``{user}`` = the caller).  The agent
+(root) reads it from there.  There is no way to log in for somebody else:
+the user comes from the real uid and the file is written as that uid.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+from typing import Any, List, Optional
+
+from . import EXIT_OK, EXIT_USAGE, CliExit, caller_name, emit
+
+
+def token_dir_for(cfg: Any, user: str) -> Path:
+    from ..credentials import expand_token_dir
+    try:
+        home = pwd.getpwnam(user).pw_dir
+    except KeyError:
+        raise CliExit(EXIT_USAGE, f"login: you ({user}) have no account entry on this "
+                                  "host; log in on a host where you do") from None
+    base, rest = expand_token_dir(cfg.credentials.token_dir, user, home)
+    return Path(base) / rest
+
+
+def resolve_collections(cfg: Any, names: List[str]) -> List[str]:
+    """Collection UUIDs or the site's aliases (``theta-dtn``) -> UUIDs."""
+    from ..request import _UUID_RE
+    aliases = {k.lower(): v for k, v in dict(cfg.collections.aliases).items()}
+    out = []
+    for name in names:
+        if _UUID_RE.match(name):
+            out.append(name.lower())
+        elif name.lower() in aliases:
+            out.append(str(aliases[name.lower()]).lower())
+        else:
+            known = ", ".join(sorted(aliases)) or "none defined"
+            raise CliExit(EXIT_USAGE, f"login: --collection {name!r} is neither a collection "
+                                      f"UUID nor a site alias (aliases: {known})")
+    return out
+
+
+def run_login(cfg: Any, *, collections: List[str], flow_manager: Optional[Any] = None,
+              user: Optional[str] = None) -> Path:
+    """The login flow and the token write; returns the token file."""
+    from ..credentials import login_flow, write_user_tokens
+    if cfg.credentials.mode == "client":
+        raise CliExit(EXIT_USAGE, "login: this site stages data with its own Globus service "
+                                  "identity (credentials.mode: client); you have nothing to "
+                                  "log in to -- ask the site which paths you may name")
+    if not cfg.credentials.client_id:
+        raise CliExit(EXIT_USAGE, f"login: {cfg.source}: credentials.client_id is not set; "
+                                  "ask the site admin")
+    user = user or caller_name()
+    token_dir = token_dir_for(cfg, user)
+    if not token_dir.parent.is_dir():
+        raise CliExit(EXIT_USAGE, f"login: {token_dir.parent} does not exist; the site keeps "
+                                  "tokens there (credentials.token_dir) -- ask the site admin")
+    tokens = login_flow(client_id=cfg.credentials.client_id,
+                        collection_ids=resolve_collections(cfg, collections),
+                        auth_url=cfg.globus.auth_url, flow_manager=flow_manager)
+    return write_user_tokens(tokens, token_dir=token_dir)
+
+
+def cmd_login(args: Any) -> int:
+    from ..cli import load_site
+    cfg = load_site(args.config)
+    if os.geteuid() == 0 and os.environ.get("SUDO_USER"):
+        # Under sudo the tokens would be root's: the agent would use them for
+        # root's jobs, never for the user who typed the command.
+        raise CliExit(EXIT_USAGE, "login: run it as yourself, not through sudo")
+    path = run_login(cfg, collections=list(args.collection or []))
+    emit({"ok": True, "user": caller_name(), "token_file": str(path)}, as_json=args.json,
+         text=f"logged in: the staging agent now uses your Globus login ({path}); "
+              "held jobs waiting for you resume on its next cycle")
+    return EXIT_OK

@@ -1,0 +1,208 @@
+"""Cross-user access, end to end (issue 6, item 4), in per-user credentials mode.
+
+Two real accounts (created for the session, see security_helpers): VICTIM
+owns data, ATTACKER tries to reach it through the staging agent, which runs
+as root and acts for both.  Every attempt must be refused, the refusal must
+reach the attacker (qsub's stderr or the job comment, which the job owner
+reads with qstat) and the admins (PBS server log, the agent's log, the
+journal's history shown by ``globus-staging show``), and the attacker's job
+must never run.  The emulator enforces identity like Globus: tasks are owned
+by the identity whose token submitted them, task lookups by another identity
+answer 404, and an identity without a grant on a path gets PERMISSION_DENIED.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+
+import pytest
+
+from e2e_helpers import REMOTE_COLLECTION, make_site, request_state, tasks_for
+from pbs_globus_staging.testing.invariants import assert_invariants
+from security_helpers import add_real_user, agent_log, job_comment, two_users  # noqa: F401
+
+
+@pytest.fixture
+def xsite(tmp_path, two_users):  # noqa: F811
+    victim, attacker = two_users
+    site = make_site(tmp_path)
+    try:
+        ids = {victim: add_real_user(site, victim), attacker: add_real_user(site, attacker)}
+        yield site, victim, attacker, ids
+        assert_invariants(site)
+    finally:
+        site.stop()
+
+
+def _secret(site, victim, rel="secret.dat", text="victim's data\n"):
+    path = site.remote_dir / victim / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _never_ran(site, job):
+    site.schedule()
+    q = site.qstat(job)
+    assert q["job_state"] == "H" and "s" in q["Hold_Types"] and "stime" not in q
+    return q
+
+
+def test_local_path_in_another_users_area_refused_at_qsub(xsite):
+    site, victim, attacker, _ = xsite
+    theirs = f"{site.site_dir}/{victim}"
+    for res, value in (
+            ("stagein_globus", f"{theirs}/in/x.dat@theta-dtn:~/{attacker}/x.dat"),
+            ("stageout_globus", f"{theirs}/results/@theta-dtn:~/{attacker}/loot/"),
+            # dressed up: '..' through an escape, and the victim's directory via ~user
+            ("stagein_globus", f"{site.site_dir}/{attacker}/%2E%2E/{victim}/x@theta-dtn:/x"),
+            ("stagein_globus", f"~{victim}/x@theta-dtn:/x")):
+        proc = site.qsub("-l", f"{res}={value}", user=attacker, check=False)
+        assert proc.returncode != 0, value
+        line = proc.stderr.strip()
+        assert line.startswith(f"qsub: {res}: ") and "\n" not in line, line
+    proc = site.qsub("-l", f"stagein_globus={theirs}/in/x.dat@theta-dtn:~/{attacker}/x.dat",
+                     user=attacker, check=False)
+    assert (f"is outside the areas you may use; allowed for {attacker}: "
+            f"{site.site_dir}/{attacker}/") in proc.stderr
+    # no job was created, and the admins see each refusal in the server log
+    assert site.pbs.run(["qstat"]).stdout.strip() == ""
+    log = site.pbs.log_text()
+    assert log.count("queuejob request rejected by 'globus_staging_queuejob'") >= 4
+    assert f"allowed for {attacker}" in log
+
+
+def test_manifest_listing_or_owned_by_another_user_refused(xsite, tmp_path):
+    site, victim, attacker, _ = xsite
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    mdir.chmod(0o755)
+    a_uid = pwd.getpwnam(attacker).pw_uid
+    v_uid = pwd.getpwnam(victim).pw_uid
+    # the attacker's own manifest naming the victim's area
+    mine = mdir / "mine.txt"
+    mine.write_text(f"{site.site_dir}/{victim}/in/x@theta-dtn:~/{attacker}/x\n")
+    os.chown(mine, a_uid, -1)
+    proc = site.qsub("-l", f"stagein_globus=manifest={mine}", user=attacker, check=False)
+    assert proc.returncode != 0
+    assert f"manifest '{mine}' line 1: local path" in proc.stderr
+    assert "outside the areas you may use" in proc.stderr
+    # the victim's manifest, valid for the victim: the attacker may not use it
+    theirs = mdir / "theirs.txt"
+    theirs.write_text(f"{site.site_dir}/{victim}/in/x@theta-dtn:~/{victim}/x\n")
+    os.chown(theirs, v_uid, -1)
+    proc = site.qsub("-l", f"stagein_globus=manifest={theirs}", user=attacker, check=False)
+    assert proc.returncode != 0
+    assert "is not owned by the job owner" in proc.stderr
+    # the attacker's symlink to the victim's manifest
+    link = mdir / "link.txt"
+    link.symlink_to(theirs)
+    proc = site.qsub("-l", f"stagein_globus=manifest={link}", user=attacker, check=False)
+    assert proc.returncode != 0 and "symbolic link" in proc.stderr
+    assert site.pbs.run(["qstat"]).stdout.strip() == ""
+
+
+def test_remote_path_of_another_user_fails_under_the_attackers_own_identity(xsite):
+    """Globus (the emulator) is what refuses here: the agent submits with the
+    job owner's token, and that identity has no grant on the victim's path."""
+    site, victim, attacker, ids = xsite
+    secret = _secret(site, victim)
+    job = site.submit("-l", f"stagein_globus={site.site_dir}/{attacker}/loot.dat"
+                            f"@theta-dtn:~/{victim}/secret.dat", user=attacker)
+    site.run_until(lambda: request_state(site, job) == "failed", timeout=60)
+    tasks = tasks_for(site, job)
+    assert tasks and all(t.owner_id == ids[attacker] for t in tasks)
+    assert not any(t.owner_id == ids[victim] for t in site.emulator.tasks.values())
+    assert not (site.site_dir / attacker / "loot.dat").exists()
+    assert secret.read_text() == "victim's data\n"
+    q = _never_ran(site, job)
+    assert site.resource(job, "globus_stage_state") == "stagein-failed"
+    assert "PERMISSION_DENIED" in q["comment"]            # what the attacker sees
+    assert job in site.timeline(job) and "PERMISSION_DENIED" in site.timeline(job)
+    assert "PERMISSION_DENIED" in agent_log(site) or "stagein_failed" in agent_log(site)
+
+
+def test_grafting_another_users_task_is_refused(xsite):
+    site, victim, attacker, ids = xsite
+    _secret(site, victim, "big.dat", "x" * 100)
+    site.emulator.pause_collection(REMOTE_COLLECTION)     # keep the victim's task running
+    vjob = site.submit("-l", f"stagein_globus={site.site_dir}/{victim}/in.dat"
+                             f"@theta-dtn:~/{victim}/big.dat", user=victim)
+    site.run_until(lambda: bool(tasks_for(site, vjob)), timeout=60)
+    (vtask,) = tasks_for(site, vjob)
+    assert vtask.owner_id == ids[victim]
+    ajob = site.submit("-l", f"stagein_globus=task={vtask.task_id}", user=attacker)
+    site.run_until(lambda: request_state(site, ajob) == "failed", timeout=60)
+    q = _never_ran(site, ajob)
+    assert f"Globus task {vtask.task_id} is not visible to your Globus identity" in q["comment"]
+    # the victim's transfer goes on untouched and releases only the victim's job
+    site.emulator.resume_collection(REMOTE_COLLECTION)
+    site.run_until(lambda: site.job_state(vjob) == "F", timeout=60)
+    assert site.job_state(ajob) == "H"
+    assert site.resource(ajob, "globus_stage_state") == "stagein-failed"
+    assert "not visible" in site.timeline(ajob)
+
+
+@pytest.mark.parametrize("how", ["file-symlink", "dir-symlink", "hardlink"])
+def test_attackers_token_file_pointing_at_victims_is_refused(xsite, how):
+    site, victim, attacker, ids = xsite
+    _secret(site, victim)
+    vdir, adir = site.token_dir(victim), site.token_dir(attacker)
+    if how == "file-symlink":
+        (adir / "tokens.json").unlink()
+        (adir / "tokens.json").symlink_to(vdir / "tokens.json")
+        expect = "is a symlink"
+    elif how == "dir-symlink":
+        (adir / "tokens.json").unlink()
+        adir.rmdir()
+        adir.symlink_to(vdir)
+        expect = "is a symlink or not a directory"
+    else:
+        # fs.protected_hardlinks stops this on most hosts; root can always do
+        # it, and the agent must not rely on the sysctl.
+        (adir / "tokens.json").unlink()
+        os.link(vdir / "tokens.json", adir / "tokens.json")
+        expect = f"is owned by uid {pwd.getpwnam(victim).pw_uid}, not by {attacker}"
+    job = site.submit("-l", f"stagein_globus={site.site_dir}/{attacker}/loot.dat"
+                            f"@theta-dtn:~/{victim}/secret.dat", user=attacker)
+    site.run_until(lambda: request_state(site, job) == "user-action", timeout=60)
+    for _ in range(2):
+        site.cycle()
+    q = _never_ran(site, job)
+    assert site.resource(job, "globus_stage_state") == "user-action"
+    # what the attacker sees (qstat; PBS comments are cut at 200 characters),
+    # and the whole message with what to run (globus-staging show)
+    assert q["comment"].startswith("staging: waiting for you")
+    assert f"cannot use the Globus login of {attacker}" in q["comment"]
+    timeline = site.timeline(job)
+    assert expect in timeline and "globus-staging login" in timeline
+    # nothing was submitted with anyone's token for this job
+    assert tasks_for(site, job) == []
+    assert not any(t.owner_id == ids[victim] for t in site.emulator.tasks.values())
+    assert "user_action" in agent_log(site) and expect in agent_log(site)
+    # the victim's own login still works: their job runs
+    vjob = site.submit("-l", f"stagein_globus={site.site_dir}/{victim}/in.dat"
+                             f"@theta-dtn:~/{victim}/secret.dat", user=victim)
+    site.run_until(lambda: site.job_state(vjob) == "F", timeout=60)
+    assert (site.site_dir / victim / "in.dat").read_text() == "victim's data\n"
+
+
+def test_attacker_cannot_alter_or_release_the_victims_job(xsite):
+    site, victim, attacker, _ = xsite
+    site.emulator.pause_collection(REMOTE_COLLECTION)
+    _secret(site, victim)
+    vjob = site.submit("-l", f"stagein_globus={site.site_dir}/{victim}/in.dat"
+                             f"@theta-dtn:~/{victim}/secret.dat", user=victim)
+    loot = f"stagein_globus={site.site_dir}/{attacker}/x@theta-dtn:~/{victim}/secret.dat"
+    for argv in (["qalter", "-l", loot, vjob],
+                 ["qalter", "-l", f"stageout_globus={site.site_dir}/{victim}/"
+                                  f"@theta-dtn:~/{attacker}/loot/", vjob],
+                 ["qalter", "-l", "globus_stage_state=staged-in", vjob],
+                 ["qrls", "-h", "s", vjob], ["qdel", vjob]):
+        proc = site.pbs.run(argv, user=attacker)
+        assert proc.returncode != 0 and "Unauthorized Request" in proc.stderr, argv
+    # the owner cannot forge the state word either (flag=r), nor lift the hold
+    proc = site.pbs.run(["qalter", "-l", "globus_stage_state=staged-in", vjob], user=victim)
+    assert proc.returncode != 0 and "read only" in proc.stderr
+    assert site.resource(vjob, "globus_stage_state") == "waiting"
+    assert site.qstat(vjob)["Hold_Types"] == "s"
