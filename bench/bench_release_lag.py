@@ -19,7 +19,7 @@ calls and PBS commands per minute; and where the lag comes from (was the
 transfer finished while an agent run was polling, or in the gap between runs;
 the gap between runs; the hook-start -> agent-start delay).
 
-    .venv/bin/python bench/bench_release_lag.py [--jobs 40] [--span 150]
+    .venv/bin/python bench/bench_release_lag.py [--jobs 40] [--span 120] [--max-transfer 20]
         [--cycle-budget S] [--poll-interval S] [--freq 30] [--alarm 60]
 """
 from __future__ import annotations
@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     defaults = siteconfig.AgentSettings()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=40)
-    p.add_argument("--span", type=float, default=150.0, help="submissions spread over S s")
-    p.add_argument("--max-transfer", type=float, default=40.0,
+    p.add_argument("--span", type=float, default=120.0, help="submissions spread over S s")
+    p.add_argument("--max-transfer", type=float, default=20.0,
                    help="longest transfer, s (shortest 1 s)")
     p.add_argument("--rate", type=float, default=100e3, help="emulator bytes/s per task")
     p.add_argument("--freq", type=int, default=int(hk["freq"]))
@@ -73,7 +73,10 @@ def main(argv=None) -> int:
     p.add_argument("--cycle-budget", type=float, default=defaults.cycle_budget,
                    help="site.yaml agent.cycle_budget (the installer caps it at freq-3)")
     p.add_argument("--poll-interval", type=float, default=defaults.poll_interval)
-    p.add_argument("--timeout", type=float, default=420.0, help="give up after S s")
+    p.add_argument("--batch-max-items", type=int, default=defaults.batch_max_items,
+                   help="site.yaml agent.batch_max_items (1 = one transfer per job, so "
+                        "every job's completion is an independent sample)")
+    p.add_argument("--timeout", type=float, default=300.0, help="give up after S s")
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)
     if args.jobs < 1 or args.span < 0 or args.max_transfer < 1 or args.rate <= 0:
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
             Path(tmp), bytes_per_second=args.rate, poll_interval=args.poll_interval,
             cycle_budget=args.cycle_budget, fatal_fault_window=defaults.fatal_fault_window,
             orphan_grace=defaults.orphan_grace,
-            active_tasks_per_identity=defaults.max_tasks_per_identity)
+            active_tasks_per_identity=defaults.max_tasks_per_identity,
+            agent_overrides={"batch_max_items": args.batch_max_items})
         site.start()
         try:
             site.cli("upgrade", "--python", sys.executable, "--freq", str(args.freq),
@@ -138,7 +142,7 @@ def main(argv=None) -> int:
             finally:
                 j.close()
             tasks = site.emulator.tasks
-            lags, where = {}, {}
+            lags, where, transfers_seen = {}, {}, set()
             runs = sorted((c.started, c.finished or t_end) for c in cycles)
             for job, when in released.items():
                 ids = [t for t in str(site.resource(job, "globus_stage_tasks") or "").split("+") if t]
@@ -148,6 +152,7 @@ def main(argv=None) -> int:
                     continue
                 finish = max(done)
                 lags[job] = when - finish
+                transfers_seen.add(tuple(sorted(ids)))
                 inside = any(s <= finish <= e for s, e in runs)
                 where[job] = "in a run" if inside else "between runs"
         finally:
@@ -159,7 +164,7 @@ def main(argv=None) -> int:
           f"agent budget per run {budget:g} s (hook config; site cycle_budget "
           f"{args.cycle_budget:g}); poll_interval {args.poll_interval:g} s; rescan_interval "
           f"{defaults.rescan_interval:g} s; max_tasks_per_identity "
-          f"{defaults.max_tasks_per_identity}")
+          f"{defaults.max_tasks_per_identity}; batch_max_items {args.batch_max_items}")
     print(f"workload: {args.jobs} staged jobs submitted over {args.span:g} s, one file each, "
           f"transfers 1-{args.max_transfer:g} s at {args.rate / 1e3:g} kB/s; run "
           f"{t_end - t0:.0f} s")
@@ -168,7 +173,8 @@ def main(argv=None) -> int:
         print(f"NOT RELEASED within {args.timeout:g} s: {len(missing)} jobs ({', '.join(missing[:5])}...)")
     if lags:
         vals = sorted(lags.values())
-        print(f"release lag (SUCCEEDED -> qrls), {len(vals)} jobs: median {statistics.median(vals):.2f} s, "
+        print(f"release lag (SUCCEEDED -> qrls), {len(vals)} jobs in {len(transfers_seen)} "
+              f"transfers: median {statistics.median(vals):.2f} s, "
               f"p90 {pct(vals, 0.9):.2f} s, worst {vals[-1]:.2f} s, best {vals[0]:.2f} s")
         for label in ("in a run", "between runs"):
             sub = sorted(lags[k] for k in lags if where[k] == label)
@@ -201,12 +207,19 @@ def main(argv=None) -> int:
         pbs_calls = agent_globus = 0
     qrls = sum(1 for _w, k, _n, m in events if k == "Job" and m.startswith("Holds s released"))
     qalter = sum(1 for _w, k, _n, m in events if k == "Job" and m.startswith("Job Modified"))
+    # what the qalters changed (the double logs each changed attribute before "Job Modified")
+    set_state = sum(1 for _w, k, _n, m in events if k == "Job"
+                    and m.startswith("Resource_List.globus_stage_state="))
+    progress = sum(1 for _w, k, _n, m in events if k == "Job"
+                   and m.startswith('comment="staging: in '))
     print(f"Globus API requests at the emulator: {globus_calls} = {globus_calls / minutes:.1f}/min "
           f"(agent's own count {agent_globus})")
     for key, n in sorted(by_path.items(), key=lambda kv: -kv[1]):
         print(f"    {n:5d}  {key}")
     print(f"PBS commands by the agent: {pbs_calls} = {pbs_calls / minutes:.1f}/min "
           f"(server log: qalter {qalter}, qrls {qrls}; the rest are qstat)")
+    print(f"    qalters setting globus_stage_state: {set_state}; progress comments "
+          f"('staging: in ...'): {progress}")
     return 1 if missing else 0
 
 

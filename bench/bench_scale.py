@@ -102,6 +102,12 @@ def drive(site: ScaleSite, jobs: List[str], submitted: float, args: argparse.Nam
         while time.monotonic() < deadline:
             start = time.monotonic()
             cycles.append(site.cycle(budget=args.budget))
+            if args.verbose:
+                c = cycles[-1]
+                print(f"  cycle {len(cycles)} at {start - submitted:6.1f} s: cpu {c.agent_cpu:.3f} s "
+                      f"wall {c.wall:.2f} s polls {c.stats.polls} submitted {c.stats.submitted} "
+                      f"released {c.stats.released} globus calls {sum(c.globus_calls.values())} "
+                      f"live {site.live_tasks()} released so far {len(site.pbs.released_at)}")
             failed = [j for j in jobs if site.pbs.state_word(j) == "stagein-failed"]
             if len(site.pbs.released_at) + len(failed) >= len(jobs):
                 break
@@ -207,9 +213,9 @@ def steady(args: argparse.Namespace, jobs_n: int, users: int) -> dict:
                     for i in range(per_user) for user in names]
             warm = []
             for _ in range(2):         # register everything, submit the first tasks
-                warm.append(site.cycle(budget=0))
-            # steady state: measure full passes (budget 0 = exactly one full pass)
-            runs = [site.cycle(budget=0) for _ in range(args.repeat)]
+                warm.append(site.cycle())
+            # steady state: measure full passes (no budget: exactly one full pass)
+            runs = [site.cycle() for _ in range(args.repeat)]
             # the cheap in-cycle poll pass, on a warm agent as inside one run
             journal = site.journal()
             try:
@@ -254,7 +260,7 @@ def steady(args: argparse.Namespace, jobs_n: int, users: int) -> dict:
 def profile_cycle(site: ScaleSite, top: int = 25) -> str:
     prof = cProfile.Profile()
     prof.enable()
-    site.cycle(budget=0)
+    site.cycle()
     prof.disable()
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
@@ -339,6 +345,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="give up a scenario after this many seconds (600)")
     parser.add_argument("--repeat", type=int, default=3, help="steady: timed passes (3)")
+    parser.add_argument("--verbose", action="store_true", help="one line per agent run")
     parser.add_argument("--profile", action="store_true",
                         help="steady: cProfile one full pass and print the hotspots")
     args = parser.parse_args(argv)

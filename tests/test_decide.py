@@ -84,7 +84,7 @@ def test_user_action_says_what_to_run():
 def test_progress_comment_only_when_changed():
     st = RequestStatus(decide.ACTIVE, progress="50% 1/2 files 10 B task abcd")
     acts = decide.stagein_actions(job(), st, failure_policy="hold")
-    assert kinds(acts) == [("comment", "staging: in 50% 1/2 files 10 B task abcd")]
+    assert kinds(acts) == [("progress", "staging: in 50% 1/2 files 10 B task abcd")]
     assert decide.stagein_actions(job(comment=acts[0].value), st, failure_policy="hold") == []
 
 
@@ -154,3 +154,18 @@ def test_jobview_from_real_qstat_sample():
     assert (v.owner, v.state, v.holds, v.stage_state) == ("alice", "H", "su", "staging-in")
     assert v.stagein == "theta:/~/in/@/lus/alice/in/" and v.stageout is None
     assert v.qtime > 1.7e9 and not v.started
+
+
+def test_dependency_hold_is_left_to_pbs():
+    # substate 22: PBS holds the job ('s') for an unmet dependency and lifts it itself
+    acts = decide.stagein_actions(job(substate=22), RequestStatus(decide.SUCCEEDED),
+                                  failure_policy="hold")
+    assert ("set_state", states.STAGED_IN) in kinds(acts)
+    assert not any(a.kind == "release" for a in acts)
+
+
+def test_parse_pbs_time_fast_path_matches_strptime():
+    import time
+    text = "Sat Nov 21 23:09:43 2026"
+    assert decide.parse_pbs_time(text) == time.mktime(time.strptime(text, "%a %b %d %H:%M:%S %Y"))
+    assert decide.parse_pbs_time("garbage") == 0.0 and decide.parse_pbs_time(None) == 0.0

@@ -206,3 +206,31 @@ def test_attacker_cannot_alter_or_release_the_victims_job(xsite):
     assert proc.returncode != 0 and "read only" in proc.stderr
     assert site.resource(vjob, "globus_stage_state") == "waiting"
     assert site.qstat(vjob)["Hold_Types"] == "s"
+
+
+def test_qalter_and_environment_cannot_redirect_to_the_victim(xsite):
+    """The attacker's own job: a qalter naming the victim's area is refused by
+    the modifyjob hook, and environment variables the attacker sets (-v) do
+    not change whose login or paths the agent uses."""
+    site, victim, attacker, ids = xsite
+    site.emulator.pause_collection(REMOTE_COLLECTION)
+    (site.remote_dir / attacker / "a.dat").write_text("a\n")
+    vhome = pwd.getpwnam(victim).pw_dir
+    job = site.submit("-v", f"HOME={vhome},USER={victim},LOGNAME={victim},"
+                            f"PBS_O_HOME={vhome},GLOBUS_STAGEIN_STATE=staged-in",
+                      "-l", f"stagein_globus={site.site_dir}/{attacker}/a.dat"
+                            f"@theta-dtn:~/{attacker}/a.dat", user=attacker)
+    bad = site.pbs.run(["qalter", "-l", f"stagein_globus={site.site_dir}/{victim}/a.dat"
+                                        f"@theta-dtn:~/{attacker}/a.dat", job], user=attacker)
+    assert bad.returncode != 0
+    assert bad.stderr.startswith("qalter: stagein_globus: item 1: local path")
+    assert "outside the areas you may use" in bad.stderr
+    assert "modifyjob request rejected by 'globus_staging_modifyjob'" in site.pbs.log_text()
+    site.run_until(lambda: bool(tasks_for(site, job)), timeout=60)
+    (task,) = tasks_for(site, job)
+    assert task.owner_id == ids[attacker]
+    assert site.resource(job, "stagein_globus").startswith(f"{site.site_dir}/{attacker}/")
+    site.emulator.resume_collection(REMOTE_COLLECTION)
+    site.run_until(lambda: site.job_state(job) == "F", timeout=60)
+    assert (site.site_dir / attacker / "a.dat").read_text() == "a\n"
+    assert not (site.site_dir / victim / "a.dat").exists()

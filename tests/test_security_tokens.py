@@ -65,7 +65,12 @@ def test_revoked_login_holds_job_until_the_user_logs_in_again(site):
     # agent's cached access token stops working and refreshing fails.
     site.emulator.revoke_refresh_token(old_rt)
     site.emulator.expire_access_tokens()
-    site.run_until(lambda: request_state(site, job) == "user-action", schedule=False)
+    site.run_until(lambda: request_state(site, job) == "user-action", schedule=False,
+                   timeout=20)
+    # it stays so, cycle after cycle, until the user acts
+    for _ in range(2):
+        site.cycle()
+        assert request_state(site, job) == "user-action"
     site.schedule()
     q = site.qstat(job)
     assert q["job_state"] == "H" and "stime" not in q

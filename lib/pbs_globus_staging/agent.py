@@ -99,6 +99,8 @@ class Agent:
         self._views: Dict[str, JobView] = {}
         self._options_cache: Dict[str, object] = {}
         self._queue_rank: Dict[str, int] = {}
+        self._run_deadline = float("inf")
+        self._progress_left = 0
         self._api_start = clock()
         self.stats = CycleStats()
 
@@ -120,6 +122,9 @@ class Agent:
         start = self.clock()
         self.stats = CycleStats(started=start)
         self._api_start = start
+        # Stop starting new work a little before the budget ends (a quarter of
+        # it at most), leaving time to finish what is under way.
+        self._run_deadline = start + budget - min(1.0, 0.25 * budget)
         cycle_id = None
         try:
             # A locked or full journal stops the run here, before any change.
@@ -167,9 +172,14 @@ class Agent:
         return bool(self.journal.transfers(status=(T_NEW, T_ACTIVE, T_INACTIVE)))
 
     # --------------------------------------------------------------- passes
+    def _out_of_time(self) -> bool:
+        """Leave the rest for the next run rather than overrun the hook's alarm."""
+        return self.clock() > self._run_deadline
+
     def full_pass(self) -> None:
         """Everything a cycle does; safe to repeat at any point."""
         self.stats.passes += 1
+        self._progress_left = int(self._agent("max_progress_comments", 200))
         now = self.clock()
         views = self._read_pbs()
         if views is not None:
@@ -218,6 +228,7 @@ class Agent:
     def poll_pass(self) -> None:
         """The cheap loop step: poll Globus; touch PBS only for what changed."""
         now = self.clock()
+        self._progress_left = 0
         self._plan_and_submit(now)
         changed = self._poll(now)
         jobs = self._settle(changed, now)
@@ -274,7 +285,9 @@ class Agent:
 
     def _register(self, views: Mapping[str, JobView], now: float) -> None:
         j = self.journal
-        known = {row.job_id for row in j.jobs()} if views else set()
+        known = {row.job_id for row in j.jobs(job_ids=list(views))} if views else set()
+        existing = {(r.job_id, r.direction) for r in j.requests_for_jobs(views)} if views \
+            else set()
         new_rows = []
         for view in views.values():
             if view.job_id not in known:
@@ -289,7 +302,7 @@ class Agent:
             for direction, raw in (("in", view.stagein), ("out", view.stageout)):
                 if raw is None:
                     continue
-                if self._request_for(view.job_id, direction) is not None:
+                if (view.job_id, direction) in existing:
                     continue
                 self._add_request(view, direction, raw, now)
 
@@ -333,6 +346,8 @@ class Agent:
         pending = list(j.requests(state=(decide.PENDING,), due=now))
         pending_items: List[decide.PendingItem] = []
         for row in pending:
+            if self._out_of_time():
+                break
             with self._guard(row.job_id):
                 self._plan_one(row, now, pending_items)
         if pending_items:
@@ -477,11 +492,17 @@ class Agent:
 
     def _submit_new(self, now: float) -> None:
         j = self.journal
+        throttled: Set[str] = set()
         for t in j.transfers(status=(T_NEW,)):
+            if self._out_of_time():
+                break
             if t.grafted or t.task_id:
                 continue
+            if t.identity in throttled:
+                continue
             if not self._within_rate(t.identity):
-                action_log("submit_deferred", transfer=t.transfer_id, reason="api rate")
+                throttled.add(t.identity)
+                action_log("submit_deferred", identity=t.identity, reason="api rate")
                 continue
             try:
                 if not t.submission_id:
@@ -842,10 +863,11 @@ class Agent:
         return req.job_id
 
     # ------------------------------------------------------------- job actions
-    def _status_for(self, req: object) -> RequestStatus:
+    def _status_for(self, req: object, transfers: Optional[List[object]] = None
+                    ) -> RequestStatus:
         j = self.journal
-        items = j.items_for_request(req.request_id)
-        transfers = [j.get_transfer(tid) for tid in sorted({i.transfer_id for i in items})]
+        if transfers is None:
+            transfers = j.transfers_by_request([req.request_id])[req.request_id]
         tasks = tuple(t.task_id for t in transfers if t.task_id)
         progress = ""
         live = [t for t in transfers if t.status in LIVE_TRANSFER and t.task_id]
@@ -861,22 +883,28 @@ class Agent:
     def _apply_stagein(self, views: Iterable[JobView]) -> None:
         j = self.journal
         policy = str(self._agent("stagein_failure", "hold"))
-        for view in list(views):
+        views = [v for v in views if v.stagein is not None]
+        # Two queries for all jobs instead of several per job.
+        reqs = {r.job_id: r for r in j.requests_for_jobs(v.job_id for v in views)
+                if r.direction == "in"}
+        transfers = j.transfers_by_request(r.request_id for r in reqs.values())
+        for view in views:
+            if self._out_of_time():
+                break
+            req = reqs.get(view.job_id)
+            if req is None:
+                continue
             with self._guard(view.job_id):
-                self._apply_one(view, policy)
+                self._apply_one(view, policy, req, transfers.get(req.request_id, []))
 
-    def _apply_one(self, view: JobView, policy: str) -> None:
+    def _apply_one(self, view: JobView, policy: str, req: object,
+                   transfers: List[object]) -> None:
         j = self.journal
-        if view.stagein is None:
-            return
-        req = self._request_for(view.job_id, "in")
-        if req is None:
-            return
-        status = self._status_for(req)
+        status = self._status_for(req, transfers)
         options = self._options(req.normalized, "in")
         cleanup = getattr(options, "cleanup", None) if options is not None else None
         onfail = getattr(options, "onfail", None) if options is not None else None
-        cleanup_done = bool(j.get_meta(f"cleanup:{view.job_id}"))
+        cleanup_done = bool(cleanup and j.get_meta(f"cleanup:{view.job_id}"))
         acts = decide.stagein_actions(view, status, failure_policy=onfail or policy,
                                       cleanup=cleanup, cleanup_done=cleanup_done)
         if acts:
@@ -897,6 +925,10 @@ class Agent:
                     resources[states.RES_TASKS] = a.reason.replace(",", "+")
             elif a.kind == "comment":
                 comment = a.value
+            elif a.kind == "progress":
+                if self._progress_left > 0:
+                    self._progress_left -= 1
+                    comment = a.value
             else:
                 rest.append(a)
         try:
@@ -1032,13 +1064,11 @@ class Agent:
         was lost): keep the transfer for a grace period so a resubmission can
         adopt it (scenario D), then cancel it."""
         j = self.journal
-        for req in j.requests(state=(decide.PENDING, decide.QUEUED, decide.ACTIVE,
-                                     decide.USER_ACTION), direction="in"):
+        for req in j.requests_of_unseen_jobs(
+                states=(decide.PENDING, decide.QUEUED, decide.ACTIVE, decide.USER_ACTION),
+                direction="in", seen_before=now):
             with self._guard(req.job_id):
                 if req.job_id in views:
-                    continue
-                job = j.get_job(req.job_id)
-                if job is not None and job.gone_since:
                     continue
                 if j.obit(req.job_id) is not None:
                     continue

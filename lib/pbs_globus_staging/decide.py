@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import functools
 import time
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -47,7 +48,7 @@ class JobView:
     queue: str = ""
     project: str = ""
     priority: int = 0
-    qtime: float = 0.0
+    qtime_text: str = ""          # parsed only when needed: strptime is costly at scale
     mail_points: str = ""
     mail_users: Tuple[str, ...] = ()
     is_array: bool = False
@@ -74,11 +75,15 @@ class JobView:
             queue=str(attrs.get("queue") or ""),
             project=str(attrs.get("project") or ""),
             priority=int(attrs.get("Priority") or 0),  # type: ignore[arg-type]
-            qtime=parse_pbs_time(attrs.get("qtime")),
+            qtime_text=str(attrs.get("qtime") or ""),
             mail_points=str(attrs.get("Mail_Points") or ""),
             mail_users=users,
             is_array=str(attrs.get("array") or "").lower() == "true",
         )
+
+    @property
+    def qtime(self) -> float:
+        return parse_pbs_time(self.qtime_text)
 
     @property
     def finished(self) -> bool:
@@ -93,23 +98,38 @@ def _opt_str(value: object) -> Optional[str]:
     return None if value in (None, "") else str(value)
 
 
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
 def parse_pbs_time(value: object) -> float:
     """PBS prints times as ``Sat Nov 21 23:09:43 2026`` (local time) in JSON."""
     if value in (None, ""):
         return 0.0
     if isinstance(value, (int, float)):
         return float(value)
+    return _parse_pbs_text(str(value))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_pbs_text(text: str) -> float:
     try:
-        return time.mktime(time.strptime(str(value), "%a %b %d %H:%M:%S %Y"))
-    except ValueError:
-        return 0.0
+        _wday, mon, day, hms, year = text.split()
+        hour, minute, sec = hms.split(":")
+        return time.mktime((int(year), _MONTHS[mon], int(day), int(hour), int(minute),
+                            int(sec), 0, 0, -1))
+    except (ValueError, KeyError, OverflowError):
+        try:
+            return time.mktime(time.strptime(text, "%a %b %d %H:%M:%S %Y"))
+        except ValueError:
+            return 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Action:
     """One change to a job, applied through PBS commands in list order."""
 
-    kind: str          # set_state | release | hold | comment | delete | submit_cleanup
+    kind: str   # set_state | release | hold | comment | progress | delete | submit_cleanup
     job_id: str
     value: str = ""
     reason: str = ""
@@ -174,7 +194,11 @@ def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
         want_comment(f"staging: waiting for you: {todo}{what}")
     elif req.state == ACTIVE:
         want_state(states.STAGING_IN)
-        want_comment("staging: in " + (req.progress or "started"))
+        text = "staging: in " + (req.progress or "started")
+        if job.comment != text:
+            # Progress is the one comment that changes every poll: the agent
+            # rations these so thousands of staging jobs do not flood PBS.
+            acts.append(Action("progress", jid, text))
     else:  # pending / queued
         want_comment("staging: stage-in queued" + (f" ({req.message})" if req.message else ""))
     return acts

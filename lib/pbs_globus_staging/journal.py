@@ -376,8 +376,15 @@ def _decode_json(text: Optional[str]) -> Any:
         return text       # written by hand or by a newer tool: show it, don't crash
 
 
+_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
 def _row(cls: Type[_R], row: sqlite3.Row) -> _R:
-    values = {f.name: row[f.name] for f in dataclasses.fields(cls)}
+    # dataclasses.fields() is slow enough to matter at 10,000 jobs a cycle.
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    values = {name: row[name] for name in names}
     if cls is TransferRow:
         values["options"] = _decode_json(values["options"]) or {}
         values["grafted"] = bool(values["grafted"])
@@ -1138,6 +1145,45 @@ class Journal:
             cur = self._exec("UPDATE transfer_items SET request_id = NULL"
                              " WHERE request_id = ? AND outcome = 'failed'", (request_id,))
         return cur.rowcount
+
+    def requests_of_unseen_jobs(self, *, states: Iterable[str], direction: str,
+                                seen_before: float) -> List[RequestRow]:
+        """Requests in ``states`` whose job PBS did not list at ``seen_before``
+        (``mark_job_seen``) and that are not yet known to be gone."""
+        words = list(states)
+        return [_row(RequestRow, r) for r in self._query(
+            "SELECT r.* FROM requests r JOIN jobs jb ON jb.job_id = r.job_id WHERE "
+            + _in_clause("r.state", words) + " AND r.direction = ?"
+            " AND (jb.last_seen IS NULL OR jb.last_seen < ?) AND jb.gone_since IS NULL"
+            " ORDER BY r.request_id", words + [direction, seen_before])]
+
+    def requests_for_jobs(self, job_ids: Iterable[str]) -> List[RequestRow]:
+        """The requests of many jobs in a few queries (the agent's per-cycle view)."""
+        ids = list(job_ids)
+        out: List[RequestRow] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            out.extend(_row(RequestRow, r) for r in self._query(
+                "SELECT * FROM requests WHERE " + _in_clause("job_id", chunk), chunk))
+        return out
+
+    def transfers_by_request(self, request_ids: Iterable[int]
+                             ) -> Dict[int, List[TransferRow]]:
+        """request_id -> the transfers it waits on, for many requests at once."""
+        ids = list(request_ids)
+        out: Dict[int, List[TransferRow]] = {rid: [] for rid in ids}
+        cache: Dict[int, TransferRow] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for r in self._query(
+                    "SELECT DISTINCT i.request_id AS _rid, t.* FROM transfer_items i"
+                    " JOIN transfers t ON t.transfer_id = i.transfer_id WHERE "
+                    + _in_clause("i.request_id", chunk) + " ORDER BY t.transfer_id", chunk):
+                tid = r["transfer_id"]
+                if tid not in cache:
+                    cache[tid] = _row(TransferRow, r)
+                out[r["_rid"]].append(cache[tid])
+        return out
 
     def items_for_request(self, request_id: int) -> List[ItemRow]:
         return [_row(ItemRow, r) for r in self._query(

@@ -360,7 +360,9 @@ def _adopt(ctx: _Ctx) -> int:
                 now=now)
         else:
             tid = existing.transfer_id
-        ctx.journal.add_items(tid, [ItemSpec(req.request_id, "", "", False)])
+        # The same placeholder item the agent writes for a task= graft.
+        ctx.journal.add_items(tid, [ItemSpec(req.request_id, f"task={task_id}", f"task={task_id}",
+                                             False)])
         ctx.journal.set_request_state(req.request_id, decide.ACTIVE, now=now)
         ctx.journal.add_event(job_id, "admin_adopt",
                               f"stage-in now waits on Globus task {task_id} (adopted by "

@@ -150,17 +150,26 @@ class ScaleSite:
         pbs = PbsCommands(pbs_exec="/fake", conf={}, runner=self.pbs)
         return Agent(config=self.config, journal=journal, pbs=pbs, backend=self.last_backend)
 
-    def cycle(self, budget: float = 0.0) -> CycleResult:
+    def cycle(self, budget: Optional[float] = None) -> CycleResult:
         """One agent run as the periodic hook starts it (fresh process state).
 
-        ``budget=0`` is exactly one full pass; a larger budget adds the cheap
-        poll passes every ``poll_interval`` seconds, as in production.
+        ``budget=None`` is exactly one full pass with no time limit (what a
+        run does before its first poll); a budget runs ``Agent.run`` itself:
+        the full pass, then poll passes every ``poll_interval`` seconds.
         """
         journal = Journal.open(self.journal_path)
         try:
             agent = self.new_agent(journal)
             fake0, cpu0, wall0 = self.pbs.cpu_seconds, time.thread_time(), time.perf_counter()
-            stats = agent.run(budget=budget)
+            if budget is None:
+                agent.stats = CycleStats(started=time.time())
+                agent.full_pass()
+                stats = agent.stats
+                stats.finished = time.time()
+                stats.pbs_calls = agent.pbs.calls
+                stats.globus_calls = sum(self.last_backend.calls.values())
+            else:
+                stats = agent.run(budget=budget)
             cpu = time.thread_time() - cpu0 - (self.pbs.cpu_seconds - fake0)
             wall = time.perf_counter() - wall0
             calls = dict(self.last_backend.calls)
@@ -170,7 +179,7 @@ class ScaleSite:
         return CycleResult(stats=stats, agent_cpu=cpu, wall=wall, globus_calls=calls,
                            pbs_calls=stats.pbs_calls)
 
-    def run_until(self, predicate, *, timeout: float = 30.0, budget: float = 0.0,
+    def run_until(self, predicate, *, timeout: float = 30.0, budget: Optional[float] = None,
                   pause: float = 0.05) -> List[CycleResult]:
         """Agent runs until ``predicate()``; the results of every run."""
         results: List[CycleResult] = []
