@@ -151,6 +151,7 @@ class Agent:
             self.stats.cpu_seconds = time.process_time() - cpu0
             self.stats.pbs_calls = self.pbs.calls
             self.stats.globus_calls = _total_calls(self.backend)
+            self._health_alert()
             self._flush_alerts()
             if cycle_id is not None:
                 self._journal_call(
@@ -1220,6 +1221,19 @@ class Agent:
                          mail_users=list(view.mail_users))
         event.update({k: v for k, v in fields.items() if v is not None})
         self._events.append(event)
+
+    def _health_alert(self) -> None:
+        """Three failed runs in a row (this one included): tell the admins."""
+        if self.alerts is None or self.stats.ok:
+            return
+        try:
+            recent = [c for c in self.journal.last_cycles(3) if c.finished]
+        except StagingError:
+            recent = []
+        if len(recent) >= 2 and not any(c.ok for c in recent[:2]):
+            self._alert("agent_unhealthy", None, key="agent_unhealthy",
+                        message="the staging agent's last runs failed: "
+                                + "; ".join(self.stats.errors)[:300])
 
     def _flush_alerts(self) -> None:
         if self.alerts is None or not self._events:
