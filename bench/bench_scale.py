@@ -104,7 +104,8 @@ def drive(site: ScaleSite, jobs: List[str], submitted: float, args: argparse.Nam
             cycles.append(site.cycle(budget=args.budget))
             if args.verbose:
                 c = cycles[-1]
-                print(f"  cycle {len(cycles)} at {start - submitted:6.1f} s: cpu {c.agent_cpu:.3f} s "
+                print(f"  cycle {len(cycles)} at {start - submitted:6.1f} s: "
+                      f"cpu {c.agent_cpu:.3f} s "
                       f"wall {c.wall:.2f} s polls {c.stats.polls} submitted {c.stats.submitted} "
                       f"released {c.stats.released} globus calls {sum(c.globus_calls.values())} "
                       f"live {site.live_tasks()} released so far {len(site.pbs.released_at)}")
@@ -273,7 +274,8 @@ def report_steady(r: dict) -> None:
     print(f"\n== {r['title']}")
     print(f"first cycles (register, submit): CPU {', '.join(f'{c:.3f}' for c in r['warm_cpu'])} s; "
           f"Globus calls {r['warm_calls']}")
-    print(f"steady full pass, agent CPU:     median {r['cpu_median']:.3f} s, max {r['cpu_max']:.3f} s "
+    print(f"steady full pass, agent CPU:     median {r['cpu_median']:.3f} s, "
+          f"max {r['cpu_max']:.3f} s "
           f"(wall median {r['wall_median']:.3f} s)")
     print(f"steady full pass, Globus calls:  median {r['calls_median']:g}; max per identity "
           f"{r['calls_ident_max']}")

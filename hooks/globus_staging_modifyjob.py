@@ -40,7 +40,8 @@ try:
     answer = core.modifyjob(new_stagein=new_in, new_stageout=new_out,
                             state=old_res["globus_stage_state"], job_state=state_letter,
                             owner=owner, had_stagein=old_res["stagein_globus"] is not None,
-                            config=config, config_error=why)
+                            config=config, config_error=why,
+                            project=str(old.project) if old.project is not None else None)
 except Exception as exc:
     pbs.logmsg(pbs.LOG_ERROR, "globus_staging: modifyjob failed: %r" % (exc,))
     e.reject("stagein_globus: the change could not be checked; please tell your PBS administrator")

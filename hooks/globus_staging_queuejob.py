@@ -34,8 +34,10 @@ if core is None:
     e.reject("stagein_globus: staging is unavailable: the site's Globus staging hooks are "
              "not configured; please tell your PBS administrator")
 try:
+    project = e.job.project
     answer = core.queuejob(stagein=stagein, stageout=stageout, user=str(e.requestor or ""),
-                           config=config, config_error=why)
+                           config=config, config_error=why,
+                           project=str(project) if project is not None else None)
 except Exception as exc:
     pbs.logmsg(pbs.LOG_ERROR, "globus_staging: queuejob failed: %r" % (exc,))
     e.reject("stagein_globus: the staging request could not be checked; please tell your "

@@ -143,3 +143,18 @@ def test_merged_holds_order():
 def test_state_letters():
     assert hookcore.state_letter(2) == "H" and hookcore.state_letter(9) == "F"
     assert hookcore.state_letter(None) is None
+
+
+def test_project_rules_apply_at_qsub(tmp_path):
+    site = siteconfig.from_dict({
+        "site": {"collection": SITE, "roots": ["/lus/{user}/"]},
+        "collections": {"theta-dtn": THETA},
+        "credentials": {"mode": "client", "client_id": SITE, "client_secret_file": "/etc/s"},
+        "policy": [{"projects": ["P42"], "allow": ["theta-dtn:/p42/"]}]}, source="site.yaml")
+    cfg = hookcore.HookConfig(package_path="", site=site, journal="", raw={})
+    value = "/lus/alice/in/@theta-dtn:/p42/in/"
+    assert hookcore.queuejob(stagein=value, stageout=None, user="alice", config=cfg,
+                             project="P42").reject is None
+    refused = hookcore.queuejob(stagein=value, stageout=None, user="alice", config=cfg,
+                                project="other")
+    assert refused.reject and "not allowed for alice by site policy" in refused.reject

@@ -271,11 +271,12 @@ class Agent:
         return views
 
     # ------------------------------------------------------------ registering
-    def _resolve(self, raw: str, *, direction: str, owner: str) -> _Resolved:
+    def _resolve(self, raw: str, *, direction: str, owner: str,
+                 project: Optional[str] = None) -> _Resolved:
         from . import hookcore, request
         res_name = states.RES_STAGEIN if direction == "in" else states.RES_STAGEOUT
         resolved = hookcore.validate(raw, direction=direction, user=owner, site=self.cfg,
-                                     resource=res_name)
+                                     resource=res_name, project=project)
         req = resolved.request
         items = tuple((it.source_collection, it.source_path, it.destination_collection,
                        it.destination_path, bool(it.recursive)) for it in resolved.items)
@@ -311,7 +312,8 @@ class Agent:
         j = self.journal
         identity = self.identity_for(view.owner)
         try:
-            res = self._resolve(raw, direction=direction, owner=view.owner)
+            res = self._resolve(raw, direction=direction, owner=view.owner,
+                                project=view.project or None)
             # A stage-out waits for the job's end; _stageouts() makes it PENDING.
             first = decide.PENDING if direction == "in" else decide.WAITING_EXIT
             rid = j.add_request(job_id=view.job_id, direction=direction, owner=view.owner,
@@ -373,7 +375,8 @@ class Agent:
         if row.direction == "in" and view is None and not self._job_alive(row.job_id):
             return
         try:
-            res = self._resolve(row.raw, direction=row.direction, owner=row.owner)
+            res = self._resolve(row.raw, direction=row.direction, owner=row.owner,
+                                project=(view.project or None) if view else None)
         except StagingError as exc:
             self._fail_request(row, str(exc), now)
             return
@@ -666,9 +669,12 @@ class Agent:
             try:
                 reports = self.backend.poll(identity, [t.task_id for t in rows])
             except WaitingForUser as exc:
+                # The login itself is gone (revoked, expired): every task of this
+                # identity waits for the user, like INACTIVE, until polls work again.
                 for t in rows:
+                    if t.status != T_INACTIVE:
+                        j.update_transfer(t.transfer_id, status=T_INACTIVE, message=str(exc))
                     self._transfer_needs_user(t, str(exc), exc.action, now)
-                    changed.add(t.transfer_id)
                 continue
             except RetryableError as exc:
                 # Transient: no job changes, back off to the next poll.

@@ -93,7 +93,7 @@ def _owner_uid(user: str) -> Optional[int]:
 
 
 def validate(value: str, *, direction: str, user: str, site: object,
-             resource: str) -> object:
+             resource: str, project: Optional[str] = None) -> object:
     """Parse, expand manifests and check a request against the site policy.
 
     Returns the resolved request; raises ``RequestError`` with the one-line
@@ -114,7 +114,7 @@ def validate(value: str, *, direction: str, user: str, site: object,
             max_bytes=getattr(limits, "manifest_max_bytes", 1 << 20),
             max_items=getattr(limits, "manifest_max_items", 10000))
     try:
-        return policy.check(req, user=user, cfg=site)
+        return policy.check(req, user=user, cfg=site, project=project)
     except RequestError as exc:
         if exc.resource is None and not str(exc).startswith(resource):
             raise RequestError(str(exc), resource=resource) from None
@@ -122,13 +122,14 @@ def validate(value: str, *, direction: str, user: str, site: object,
 
 
 def _check_both(stagein: Optional[str], stageout: Optional[str], *, user: str,
-                site: object) -> Optional[str]:
+                site: object, project: Optional[str] = None) -> Optional[str]:
     for value, direction, res in ((stagein, "in", states.RES_STAGEIN),
                                   (stageout, "out", states.RES_STAGEOUT)):
         if value is None:
             continue
         try:
-            validate(str(value), direction=direction, user=user, site=site, resource=res)
+            validate(str(value), direction=direction, user=user, site=site, resource=res,
+                     project=project)
         except RequestError as exc:
             return str(exc)
         except StagingError as exc:
@@ -137,14 +138,15 @@ def _check_both(stagein: Optional[str], stageout: Optional[str], *, user: str,
 
 
 def queuejob(*, stagein: Optional[str], stageout: Optional[str], user: str,
-             config: Optional[HookConfig], config_error: Optional[str] = None) -> Answer:
+             config: Optional[HookConfig], config_error: Optional[str] = None,
+             project: Optional[str] = None) -> Answer:
     """qsub: refuse a bad request; hold a good stage-in until its data are there."""
     if stagein is None and stageout is None:
         return ACCEPT
     if config is None:
         res = states.RES_STAGEIN if stagein is not None else states.RES_STAGEOUT
         return Answer(reject=f"{res}: " + NOT_CONFIGURED.format(why=config_error or "no config"))
-    problem = _check_both(stagein, stageout, user=user, site=config.site)
+    problem = _check_both(stagein, stageout, user=user, site=config.site, project=project)
     if problem:
         return Answer(reject=problem)
     if stagein is None:
@@ -157,7 +159,7 @@ def queuejob(*, stagein: Optional[str], stageout: Optional[str], user: str,
 def modifyjob(*, new_stagein: Optional[str], new_stageout: Optional[str],
               state: Optional[str], job_state: Optional[str], owner: str,
               had_stagein: bool, config: Optional[HookConfig],
-              config_error: Optional[str] = None) -> Answer:
+              config_error: Optional[str] = None, project: Optional[str] = None) -> Answer:
     """qalter of a staging resource: re-validate before staging starts, refuse after.
 
     ``job_state`` is the PBS state letter of the original job.
@@ -185,7 +187,8 @@ def modifyjob(*, new_stagein: Optional[str], new_stageout: Optional[str],
                 or job_state in ("E", "F", "X"):
             return Answer(reject=f"{states.RES_STAGEOUT}: cannot be changed once the job has "
                                  "ended and its stage-out is under way")
-    problem = _check_both(new_stagein, new_stageout, user=owner, site=config.site)
+    problem = _check_both(new_stagein, new_stageout, user=owner, site=config.site,
+                          project=project)
     if problem:
         return Answer(reject=problem)
     if new_stagein is not None and not had_stagein:

@@ -75,7 +75,8 @@ class FakePbs:
         attrs: Dict[str, object] = {
             "Job_Name": name, "Job_Owner": f"{owner}@localhost",
             "job_state": "H" if held else "Q", "queue": queue, "server": self.server,
-            "Checkpoint": "u", "ctime": when, "Error_Path": f"localhost:/home/{owner}/{name}.e{seq}",
+            "Checkpoint": "u", "ctime": when,
+            "Error_Path": f"localhost:/home/{owner}/{name}.e{seq}",
             "Hold_Types": "s" if held else "n", "Join_Path": "n", "Keep_Files": "n",
             "Mail_Points": "a", "mtime": when,
             "Output_Path": f"localhost:/home/{owner}/{name}.o{seq}", "Priority": int(priority),
