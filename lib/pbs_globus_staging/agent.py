@@ -115,7 +115,7 @@ class Agent:
     # --------------------------------------------------------------------- run
     def run(self, *, budget: Optional[float] = None) -> CycleStats:
         """One bounded agent run: a full pass, then polls until the budget ends."""
-        budget = float(budget if budget is not None else self._agent("cycle_budget", 15))
+        budget = float(budget if budget is not None else (self._agent("cycle_budget", None) or 15))
         interval = float(self._agent("poll_interval", 2))
         rescan = max(interval, float(self._agent("rescan_interval", 10)))
         cpu0 = time.process_time()
@@ -131,14 +131,15 @@ class Agent:
             cycle_id = self.journal.start_cycle(now=start)
             self.full_pass()
             last_full = self.clock()
+            end = start + budget
             while True:
-                now = self.clock()
-                if now + interval + 0.5 > start + budget:
+                # Poll up to the very end of the budget (a shorter last sleep):
+                # the gap until the next run is what bounds the release lag.
+                left = end - self.clock() - 0.3
+                if left <= 0.05 or not self._has_live_work():
                     break
-                if not self._has_live_work():
-                    break
-                self.sleep(interval)
-                if self.clock() - last_full >= rescan:
+                self.sleep(min(interval, left))
+                if self.clock() - last_full >= rescan and not self._out_of_time():
                     self.full_pass()
                     last_full = self.clock()
                 else:
@@ -895,6 +896,10 @@ class Agent:
         reqs = {r.job_id: r for r in j.requests_for_jobs(v.job_id for v in views)
                 if r.direction == "in"}
         transfers = j.transfers_by_request(r.request_id for r in reqs.values())
+        # Releases first: a job whose data are in place must not wait behind
+        # other jobs' progress comments.
+        views.sort(key=lambda v: reqs[v.job_id].state != decide.SUCCEEDED
+                   if v.job_id in reqs else True)
         for view in views:
             if self._out_of_time():
                 break

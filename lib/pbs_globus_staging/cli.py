@@ -123,7 +123,7 @@ def cmd_agent(args) -> int:
                   backend=make_backend(cfg), alerts=make_alerts(cfg, journal))
     rc = EXIT_OK
     while True:
-        stats = agent.run(budget=args.budget if args.budget is not None else cfg.agent.cycle_budget)
+        stats = agent.run(budget=args.budget if args.budget is not None else (cfg.agent.cycle_budget or 15.0))
         logging.getLogger("pbs_globus_staging.agent").info(
             "cycle done: passes=%d polls=%d submitted=%d released=%d globus_calls=%d "
             "pbs_calls=%d cpu=%.3fs errors=%d", stats.passes, stats.polls, stats.submitted,
@@ -170,7 +170,7 @@ def _installer_inputs(args):
     freq = float(periodic_attrs.get("freq", 30))
     # The run must end before the next one is due, or PBS skips that one and
     # the release lag doubles: leave the interpreter start-up some room.
-    budget = min(cfg.agent.cycle_budget, max(1.0, freq - 3.0), max(1.0, alarm - 10.0))
+    budget = installer.run_budget(cfg.agent.cycle_budget, freq=freq, alarm=alarm)
     data = installer.hook_config(site_config_path=Path(os.path.abspath(cfg.source)), site=cfg,
                                  journal=journal_path(cfg),
                                  python=args.python or cfg.agent.python or sys.executable,

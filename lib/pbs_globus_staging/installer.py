@@ -98,6 +98,17 @@ def make_plan(*, hooks_dir: Optional[Path] = None, hook_config: Path,
     return Plan(hooks_dir=hooks_dir, hook_config=Path(hook_config), hooks=tuple(hooks))
 
 
+def run_budget(configured: Optional[float], *, freq: float, alarm: float) -> float:
+    """How long one agent run may take.
+
+    A run must end before the next periodic run is due, or PBS skips that one
+    and the gap (the release lag) doubles; the interpreter's start-up takes
+    well under a second, so ``freq - 2``.  It must also end inside the alarm.
+    """
+    budget = max(1.0, min(freq - 2.0, alarm - 5.0))
+    return min(configured, budget) if configured else budget
+
+
 def hook_config(*, site_config_path: Path, site: object, journal: str, python: str,
                 cycle_budget: float, alarm: float, env: Optional[Mapping[str, str]] = None
                 ) -> dict:

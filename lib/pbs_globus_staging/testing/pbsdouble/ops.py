@@ -710,7 +710,9 @@ def _qmgr_hook(conf: core.Conf, state: dict, verb: str, name: str, rest: str) ->
         return "".join(_hook_print(conf, n, h) for n, h in hooks.items())
     if verb == "create":
         if name in hooks:
-            raise _qmgr_err(name, "Duplicate entry in list ", PBSE_DUPLIST)
+            # as a real OpenPBS 23.06.06 answers (docs/real-pbs.md), exit 32
+            raise _hook_err("qmgr obj=%s svr=default: hook name '%s' already registered, "
+                            "try another name" % (name, name))
         if name.startswith("PBS") or not _RES_NAME.fullmatch(name):
             raise _hook_err("hook name '%s' is invalid" % name)
         hook = json.loads(json.dumps(HOOK_DEFAULTS))
