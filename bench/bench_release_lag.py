@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--freq", type=int, default=int(hk["freq"]))
     p.add_argument("--alarm", type=int, default=int(hk["alarm"]))
     p.add_argument("--cycle-budget", type=float, default=defaults.cycle_budget,
-                   help="site.yaml agent.cycle_budget (the installer caps it at freq-3)")
+                   help="site.yaml agent.cycle_budget (default: derived by the installer, freq-2)")
     p.add_argument("--poll-interval", type=float, default=defaults.poll_interval)
     p.add_argument("--batch-max-items", type=int, default=defaults.batch_max_items,
                    help="site.yaml agent.batch_max_items (1 = one transfer per job, so "
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     print(f"command: {cmd}")
     print(f"settings: periodic hook freq={hooks.get('freq')} alarm={hooks.get('alarm')}; "
           f"agent budget per run {budget:g} s (hook config; site cycle_budget "
-          f"{args.cycle_budget:g}); poll_interval {args.poll_interval:g} s; rescan_interval "
+          f"{args.cycle_budget if args.cycle_budget is not None else 'auto'}); poll_interval {args.poll_interval:g} s; rescan_interval "
           f"{defaults.rescan_interval:g} s; max_tasks_per_identity "
           f"{defaults.max_tasks_per_identity}; batch_max_items {args.batch_max_items}")
     print(f"workload: {args.jobs} staged jobs submitted over {args.span:g} s, one file each, "

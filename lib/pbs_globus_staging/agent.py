@@ -100,6 +100,7 @@ class Agent:
         self._options_cache: Dict[str, object] = {}
         self._queue_rank: Dict[str, int] = {}
         self._run_deadline = float("inf")
+        self._pending_left = 0
         self._progress_left = 0
         self._api_start = clock()
         self.stats = CycleStats()
@@ -171,7 +172,8 @@ class Agent:
             return None
 
     def _has_live_work(self) -> bool:
-        return bool(self.journal.transfers(status=(T_NEW, T_ACTIVE, T_INACTIVE)))
+        return bool(self._pending_left or
+                    self.journal.transfers(status=(T_NEW, T_ACTIVE, T_INACTIVE)))
 
     # --------------------------------------------------------------- passes
     def _out_of_time(self) -> bool:
@@ -231,9 +233,11 @@ class Agent:
         """The cheap loop step: poll Globus; touch PBS only for what changed."""
         now = self.clock()
         self._progress_left = 0
-        self._plan_and_submit(now)
         changed = self._poll(now)
         jobs = self._settle(changed, now)
+        if self._pending_left and any(
+                self.journal.get_transfer(t).status not in LIVE_TRANSFER for t in changed):
+            self._plan_and_submit(now)   # a slot came free: fill it now
         if jobs:
             self._apply_stagein(self._views[j] for j in jobs if j in self._views)
 
@@ -323,6 +327,10 @@ class Agent:
             j.add_event(view.job_id, f"stage{direction}_requested",
                         f"stage-{direction} request registered: {res.normalized}",
                         request_id=rid, at=now)
+            if direction == "in" and res.items:
+                # Scenario D and dedup: the same data for the same identity are
+                # already on their way -- wait on that transfer, start nothing.
+                self._adopt(j.get_request(rid), now)
         except StagingError as exc:
             # Checked at qsub, but the policy, an alias or a manifest may have
             # changed since: the request fails with the reason, never silently.
@@ -346,33 +354,82 @@ class Agent:
         return self._options_cache[key]
 
     def _plan_and_submit(self, now: float) -> None:
+        """Turn waiting requests into Globus tasks, in PBS priority order, as
+        far as each identity's free task slots go; the rest keep their place."""
         j = self.journal
         pending = list(j.requests(state=(decide.PENDING,), due=now))
-        pending_items: List[decide.PendingItem] = []
-        for row in pending:
-            if self._out_of_time():
-                break
-            with self._guard(row.job_id):
-                self._plan_one(row, now, pending_items)
-        if pending_items:
-            free = self._free_slots({p.identity for p in pending_items})
-            for batch in decide.plan_batches(pending_items,
-                                             max_items=int(self._agent("batch_max_items", 100)),
-                                             free_slots=free):
-                self._create_transfer(batch, now)
+        self._pending_left = 0
+        if pending:
+            self._plan(pending, now)
         self._submit_new(now)
 
-    def _plan_one(self, row: object, now: float, pending_items: list) -> None:
+    def _plan(self, pending: List[object], now: float) -> None:
+        def order(row: object) -> Tuple[int, float, int]:
+            view = self._views.get(row.job_id)
+            return (-(view.priority if view else 0), view.qtime if view else 0.0,
+                    row.request_id)
+
+        pending.sort(key=order)
+        max_items = int(self._agent("batch_max_items", 100))
+        free = self._free_slots({row.identity for row in pending})
+        # Resolving a request costs a parse and a policy check: do it only for
+        # the requests that can get a slot now (at 10,000 waiting jobs this is
+        # most of a pass).
+        capacity = {ident: slots * max_items for ident, slots in free.items()}
+        items: List[decide.PendingItem] = []
+        cut = False
+        for row in pending:
+            if self._out_of_time():
+                cut = True
+                self._pending_left += 1
+                continue
+            graft = "task=" in row.raw
+            if capacity.get(row.identity, 0) <= 0 and not graft:
+                self._pending_left += 1
+                continue
+            with self._guard(row.job_id):
+                self._plan_one(row, now, items, capacity)
+        batches = decide.plan_batches(items, max_items=max_items, free_slots=free)
+        if cut:
+            # A group not seen whole would make a half-empty task: next run.
+            batches = [b for b in batches if len(b.items) >= max_items]
+        for batch in batches:
+            batch = self._lock_requests(batch)
+            if batch.items:
+                self._create_transfer(batch, now)
+
+    def _lock_requests(self, batch: decide.Batch) -> decide.Batch:
+        """Mark each stage-in job 'staging-in' before its task is submitted: from
+        then on the modifyjob hook refuses a qalter of the request, so what
+        Globus moves is what the job asked for."""
+        dropped: Set[int] = set()
+        for rid in batch.request_ids:
+            first = next(it for it in batch.items if it.request_id == rid)
+            if not self._lock_job(first.job_id, rid):
+                dropped.add(rid)
+        if not dropped:
+            return batch
+        return dataclasses.replace(batch, items=tuple(it for it in batch.items
+                                                      if it.request_id not in dropped))
+
+    def _lock_job(self, job_id: str, request_id: int) -> bool:
+        req = self.journal.get_request(request_id)
+        if req is None or req.direction != "in":
+            return True
+        view = self._views.get(job_id)
+        if view is None:
+            return self._job_alive(job_id)
+        if view.stage_state == states.STAGING_IN:
+            return True
+        return self._set_job_state(view, states.STAGING_IN, tasks="")
+
+    def _plan_one(self, row: object, now: float, items: list,
+                  capacity: Dict[str, int]) -> None:
         view = self._views.get(row.job_id)
         ahead = int(self._agent("stage_ahead", 0) or 0)
         if ahead and row.direction == "in" and \
                 self._queue_rank.get(row.job_id, ahead) >= ahead:
             return   # not near the front of its queue yet: keep scratch free
-        if row.direction == "in" and view is not None and view.stage_state != states.STAGING_IN:
-            # Mark the job first: from now on a qalter of the request is
-            # refused by the modifyjob hook, so what we submit is what runs.
-            if not self._set_job_state(view, states.STAGING_IN, tasks=""):
-                return
         if row.direction == "in" and view is None and not self._job_alive(row.job_id):
             return
         try:
@@ -382,14 +439,15 @@ class Agent:
             self._fail_request(row, str(exc), now)
             return
         if res.tasks:
+            if not self._lock_job(row.job_id, row.request_id):
+                return
             self._graft(row, res, now)
-        if not res.items:
+        if not res.items or capacity.get(row.identity, 0) <= 0:
             return
-        if self._adopt(row, res, now):
-            return
+        capacity[row.identity] = capacity.get(row.identity, 0) - len(res.items)
         opts_key = self._options_key(res.options)
         for (scoll, spath, dcoll, dpath, rec) in res.items:
-            pending_items.append(decide.PendingItem(
+            items.append(decide.PendingItem(
                 request_id=row.request_id, job_id=row.job_id,
                 priority=view.priority if view else 0, qtime=view.qtime if view else 0.0,
                 identity=row.identity, source_collection=scoll,
@@ -562,7 +620,8 @@ class Agent:
     def _request_ids(self, transfer_id: int) -> List[int]:
         seen: Dict[int, None] = {}
         for item in self.journal.items_for_transfer(transfer_id):
-            seen.setdefault(item.request_id, None)
+            if item.request_id is not None:
+                seen.setdefault(item.request_id, None)
         return list(seen)
 
     # ---------------------------------------------------------- graft / adopt
@@ -612,12 +671,12 @@ class Agent:
                 self._record_report(j.get_transfer(tid), report, now)
                 self._settle({tid}, now)
 
-    def _adopt(self, row: object, res: _Resolved, now: float) -> bool:
+    def _adopt(self, row: object, now: float) -> bool:
         """Scenario D and dedup: the same request from the same identity is
         already being (or was just) transferred -- wait on that transfer."""
         j = self.journal
         grace = float(self._agent("orphan_grace", 3600))
-        for other in j.find_requests_by_key(res.key):
+        for other in j.find_requests_by_key(row.request_key):
             if other.request_id == row.request_id or other.identity != row.identity:
                 continue
             transfers = {i.transfer_id for i in j.items_for_request(other.request_id)}
@@ -799,7 +858,7 @@ class Agent:
                 for item in items:
                     if item.outcome == "pending":
                         j.set_item_outcome(item.item_id, "failed", message=t.message or t.status)
-            for rid in {i.request_id for i in items}:
+            for rid in {i.request_id for i in items if i.request_id is not None}:
                 job = self._refresh_request(rid, now)
                 if job:
                     touched.add(job)

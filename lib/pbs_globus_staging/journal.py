@@ -1140,11 +1140,31 @@ class Journal:
 
     def retire_failed_items(self, request_id: int) -> int:
         """Detach a request from the items that failed it, before a retry: the
-        items stay with their transfer (history), the request starts afresh."""
+        transfer rows stay (history: task ids, messages), the request starts
+        afresh.  Rows are deleted, not pointed at NULL, since settling a
+        transfer reads each item's request."""
         with self.transaction():
-            cur = self._exec("UPDATE transfer_items SET request_id = NULL"
+            cur = self._exec("DELETE FROM transfer_items"
                              " WHERE request_id = ? AND outcome = 'failed'", (request_id,))
         return cur.rowcount
+
+    def drop_request_items(self, request_id: int,
+                           transfer_ids: Optional[Iterable[int]] = None) -> List[int]:
+        """Detach a request from (some of) its transfers; returns their ids."""
+        wanted = None if transfer_ids is None else set(transfer_ids)
+        tids = sorted({i.transfer_id for i in self.items_for_request(request_id)
+                       if wanted is None or i.transfer_id in wanted})
+        with self.transaction():
+            for tid in tids:
+                self._exec("DELETE FROM transfer_items WHERE request_id = ? AND transfer_id = ?",
+                           (request_id, tid))
+        return tids
+
+    def alerts_for_job(self, job_id: str) -> List[AlertRow]:
+        """The alerts recorded about one job (ledger keys start ``JOB:``)."""
+        like = job_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+        return [_row(AlertRow, r) for r in self._query(
+            "SELECT * FROM alerts WHERE key LIKE ? ESCAPE '\\' ORDER BY first_sent", (like,))]
 
     def requests_of_unseen_jobs(self, *, states: Iterable[str], direction: str,
                                 seen_before: float) -> List[RequestRow]:

@@ -30,8 +30,10 @@ def violations(site) -> List[str]:
             if req.state != decide.SUCCEEDED:
                 problems.append(f"{req.job_id} started although its stage-in is {req.state}")
                 continue
+            # An admin's forced, logged `globus-staging release` is the one
+            # sanctioned way past a stage-in.
             done = [e.time for e in journal.events(req.job_id)
-                    if e.kind in ("stagein_succeeded",)]
+                    if e.kind in ("stagein_succeeded", "admin_release")]
             # stime has one-second resolution
             if not done or int(min(done)) > started:
                 problems.append(f"{req.job_id} started at {started} before its stage-in "
