@@ -192,3 +192,16 @@ def test_just_in_time_stages_only_the_front_jobs(make_site):
     assert site.pbs.state_word(jobs[4]) == "waiting"
     assert sorted(n for t in tasks_of(site, "ann") for n in dest_names(t)) == \
         ["f0", "f1", "f2", "f3"]
+
+
+def test_batch_window_lets_a_sweep_arrive_and_share_one_task(make_site):
+    site = make_site(agent={"batch_window": 2.0})   # PBS qtime has 1-s resolution
+    site.add_user("ann")
+    first = one_file_job(site, "ann", "a.dat")
+    site.cycle()
+    assert tasks_of(site, "ann") == []          # younger than the window: waits
+    rest = [one_file_job(site, "ann", f"{n}.dat") for n in "bcd"]
+    time.sleep(2.1)
+    site.run_until(all_released(site, [first, *rest]), timeout=30)
+    (task,) = tasks_of(site, "ann")             # all four in one Globus task
+    assert dest_names(task) == ["a.dat", "b.dat", "c.dat", "d.dat"]

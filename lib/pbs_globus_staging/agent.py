@@ -378,9 +378,16 @@ class Agent:
         capacity = {ident: slots * max_items for ident, slots in free.items()}
         items: List[decide.PendingItem] = []
         cut = False
+        window = float(self._agent("batch_window", 0) or 0)
         for row in pending:
             if self._out_of_time():
                 cut = True
+                self._pending_left += 1
+                continue
+            view = self._views.get(row.job_id)
+            queued = (view.qtime if view else 0.0) or (row.created or 0.0)
+            if window and queued > now - window:
+                # Let compatible requests of a sweep arrive and share one task.
                 self._pending_left += 1
                 continue
             graft = "task=" in row.raw
