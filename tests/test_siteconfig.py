@@ -35,7 +35,8 @@ def test_defaults():
     assert cfg.site.roots == ("/home/{user}/",)
     assert cfg.credentials.mode == "user"
     assert cfg.globus.transfer_url is None and cfg.globus.http_timeout == 30.0
-    assert cfg.agent.poll_interval == 2.0 and cfg.agent.cycle_budget == 15.0
+    # no budget by default: the installer derives it from the periodic hook
+    assert cfg.agent.poll_interval == 2.0 and cfg.agent.cycle_budget is None
     assert cfg.agent.default_deadline == 7 * 86400
     assert cfg.agent.stagein_failure == "hold" and cfg.agent.stageout_when == "ok"
     assert cfg.limits.max_value_length == 4096 and cfg.limits.manifest_max_bytes == 1 << 20
@@ -270,3 +271,9 @@ def test_modules_import_under_python39_without_yaml():
     out = subprocess.run([py39, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "/a@c:/b+deadline=2d"
+
+
+def test_cycle_budget_when_given_is_validated():
+    assert from_dict({"agent": {"cycle_budget": "20s"}}, source="x").agent.cycle_budget == 20.0
+    with pytest.raises(ConfigError, match="agent.cycle_budget"):
+        from_dict({"agent": {"cycle_budget": "soon"}}, source="site.yaml")
