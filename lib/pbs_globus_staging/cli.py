@@ -357,6 +357,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BAD
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 -- a bug must not print a traceback to users
+        import logging
+        import traceback
+        logging.getLogger("pbs_globus_staging").error(
+            "internal error in %s: %s", getattr(args, "command", "?"),
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        print(f"globus-staging: internal error ({type(exc).__name__}: {exc}); "
+              "details are in the log; please report it to your PBS administrator",
+              file=sys.stderr)
+        return EXIT_BAD
 
 
 if __name__ == "__main__":  # pragma: no cover
