@@ -187,7 +187,7 @@ def _forward_env() -> dict:
 def cmd_install(args) -> int:
     installer, cfg, pbs_exec, cf_path, plan, data = _installer_inputs(args)
     if args.dry_run:
-        print(f"# pbs-globus-staging: qmgr script (run as root: qmgr < FILE)")
+        print("# pbs-globus-staging: qmgr script (run as root: qmgr < FILE)")
         print(f"# hook config to be written to {cf_path}")
         for line in plan.script(assume_empty=True):
             print(line)

@@ -7,7 +7,6 @@ so a crash between any two of them is repaired by the next cycle.
 """
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import functools
 import time
@@ -308,10 +307,6 @@ def plan_batches(pending: Sequence[PendingItem], *, max_items: int,
         result_order.append((key, len(groups) - 1))
     return [Batch(identity=k[0], source_collection=k[1], destination_collection=k[2],
                   options_key=k[3], items=tuple(open_batches[k][i])) for k, i in result_order]
-
-
-def utc_epoch(dt_tuple: time.struct_time) -> float:
-    return float(calendar.timegm(dt_tuple))
 
 
 def summarize(outcomes: Iterable[str]) -> Optional[bool]:

@@ -8,7 +8,6 @@ endpoints differ from production.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile

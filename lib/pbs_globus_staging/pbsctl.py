@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -50,10 +49,6 @@ def read_pbs_conf(path: Optional[str] = None,
         if environ.get(key):
             conf[key] = environ[key]
     return conf
-
-
-def _owner_name(job_owner: str) -> str:
-    return job_owner.split("@", 1)[0] if job_owner else ""
 
 
 def safe_comment(text: str, *, limit: int = 200) -> str:
@@ -184,10 +179,3 @@ def parse_qstat_json(text: str) -> Dict[str, dict]:
         raise RetryableError(f"qstat printed unreadable JSON: {exc}") from exc
     return data.get("Jobs") or {}
 
-
-def job_owner(attrs: Mapping[str, object]) -> str:
-    return str(attrs.get("euser") or _owner_name(str(attrs.get("Job_Owner") or "")))
-
-
-def now() -> float:
-    return time.time()

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import decide, states
 from ..decide import JobView
-from ..errors import FatalError, RetryableError, WaitingForUser
+from ..errors import FatalError, WaitingForUser
 from ..journal import ItemSpec
 from . import (EXIT_BAD, EXIT_NOTFOUND, EXIT_OK, EXIT_RETRY, EXIT_USAGE, CliExit,
                acting_admin, emit, require_root)
