@@ -292,17 +292,21 @@ class Agent:
 
     def _register(self, views: Mapping[str, JobView], now: float) -> None:
         j = self.journal
-        known = {row.job_id for row in j.jobs(job_ids=list(views))} if views else set()
+        known = {row.job_id: row for row in j.jobs(job_ids=list(views))} if views else {}
         existing = {(r.job_id, r.direction) for r in j.requests_for_jobs(views)} if views \
             else set()
-        new_rows = []
         for view in views.values():
-            if view.job_id not in known:
-                new_rows.append(view)
-        for view in new_rows:
-            j.upsert_job(view.job_id, owner=view.owner, queue=view.queue,
-                         priority=view.priority, qtime=view.qtime, now=now)
-            j.add_event(view.job_id, "seen", f"job seen by the agent (state {view.state})", at=now)
+            row = known.get(view.job_id)
+            if row is None:
+                j.upsert_job(view.job_id, owner=view.owner, queue=view.queue,
+                             priority=view.priority, qtime=view.qtime, now=now)
+                j.add_event(view.job_id, "seen", f"job seen by the agent (state {view.state})",
+                            at=now)
+            if view.state in ("R", "E") and (row is None or row.stage_state != "running"):
+                # The history outlives PBS's: note the run once, as PBS reports it.
+                with j.transaction():
+                    j.upsert_job(view.job_id, owner=view.owner, stage_state="running", now=now)
+                    j.add_event(view.job_id, "job_started", "job is running", at=now)
         if views:
             j.mark_job_seen(list(views), now=now)
         for view in views.values():

@@ -129,6 +129,8 @@ def job_timeline(journal: Any, job_id: str, *, pbs_job: Optional[Mapping[str, An
         stime = decide.parse_pbs_time(pbs_job.get("stime"))
         started_key = 0.0
         if stime:
+            # PBS's own start time replaces the agent's "job is running" note.
+            timeline[:] = [t for t in timeline if t.get("kind") != "job_started"]
             started_key = max(stime, released)
             timeline.append({"time": stime, "kind": "started",
                              "message": "job started running (PBS stime)",
