@@ -644,3 +644,23 @@ def test_prune_removes_old_finished_history_only(j):
     assert j.integrity_check() == []
     with pytest.raises(ValueError):
         j.prune(older_than_days=-1)
+
+
+def test_settled_jobs_that_left_pbs_become_history_and_are_pruned(j):
+    for job in ("1.s", "2.s", "3.s"):
+        j.upsert_job(job, owner="alice", now=100.0)
+    a = j.add_request(job_id="1.s", direction="in", owner="alice", identity="alice", raw="r",
+                      normalized="r", request_key="k1", state="succeeded", now=100.0)
+    j.add_request(job_id="2.s", direction="in", owner="alice", identity="alice", raw="r",
+                  normalized="r", request_key="k2", state="active", now=100.0)
+    j.mark_job_seen(["3.s"], now=200.0)
+    n = j.mark_settled_jobs_gone(seen_before=200.0,
+                                 final_states=("succeeded", "failed", "skipped", "canceled"),
+                                 now=200.0)
+    assert n == 1                                  # 1.s: settled and unseen
+    assert j.get_job("1.s").gone_since == 200.0
+    assert j.get_job("2.s").gone_since is None     # its stage-in is still active
+    assert j.get_job("3.s").gone_since is None     # PBS still lists it
+    j.prune(older_than_days=1, now=200.0 + 2 * 86400)
+    assert j.get_job("1.s") is None and j.get_request(a) is None
+    assert j.get_job("2.s") is not None

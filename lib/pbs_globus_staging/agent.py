@@ -199,6 +199,20 @@ class Agent:
             self._vanished(views, now)
         self._reap_orphans(now)
         self._conditions(now)
+        if views is not None:
+            self._housekeeping(now)
+
+    def _housekeeping(self, now: float) -> None:
+        """Settled jobs that left PBS become history; history older than
+        ``history_days`` is pruned, once a day."""
+        j = self.journal
+        j.mark_settled_jobs_gone(seen_before=now, final_states=decide.FINAL, now=now)
+        last = float(j.get_meta("last_prune") or 0)
+        if now - last >= 86400 and not self._out_of_time():
+            removed = j.prune(older_than_days=float(self._agent("history_days", 30)), now=now)
+            j.set_meta("last_prune", str(now))
+            if any(removed.values()):
+                action_log("prune", **{k: v for k, v in removed.items() if v})
 
     def _conditions(self, now: float) -> None:
         """Conditions that persist are reported every pass; the alert engine

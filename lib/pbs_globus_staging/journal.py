@@ -1166,6 +1166,19 @@ class Journal:
         return [_row(AlertRow, r) for r in self._query(
             "SELECT * FROM alerts WHERE key LIKE ? ESCAPE '\\' ORDER BY first_sent", (like,))]
 
+    def mark_settled_jobs_gone(self, *, seen_before: float, final_states: Iterable[str],
+                               now: Optional[float] = None) -> int:
+        """Jobs PBS no longer lists whose requests are all settled: they are
+        history now (``prune`` removes them after the retention time)."""
+        words = list(final_states)
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE jobs SET gone_since = ? WHERE gone_since IS NULL"
+                " AND (last_seen IS NULL OR last_seen < ?)"
+                " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.job_id = jobs.job_id AND NOT "
+                + _in_clause("r.state", words) + ")", [_now(now), seen_before] + words)
+        return cur.rowcount
+
     def requests_of_unseen_jobs(self, *, states: Iterable[str], direction: str,
                                 seen_before: float) -> List[RequestRow]:
         """Requests in ``states`` whose job PBS did not list at ``seen_before``

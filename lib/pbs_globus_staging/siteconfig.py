@@ -86,6 +86,7 @@ class AgentSettings:
     slow_after: float = 3600.0           # no progress this long -> the `slow` alert
     stage_ahead: int = 0                 # just-in-time: stage only the N front jobs per queue (0 = all)
     api_rate: float = 10.0               # Globus API calls per second per identity, at most
+    history_days: float = 30.0           # keep finished jobs' history (for `show`) this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,6 +401,7 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
         slow_after=v.duration(get("slow_after"), "agent.slow_after"),
         stage_ahead=v.integer(get("stage_ahead"), "agent.stage_ahead", minimum=0),
         api_rate=v.number(get("api_rate"), "agent.api_rate"),
+        history_days=v.number(get("history_days"), "agent.history_days"),
     )
 
     p = v.mapping(data.get("pbs"), "pbs")
