@@ -60,6 +60,7 @@ def main(*, workdir: Optional[str] = None, keep: bool = False) -> int:
         _say(f"  Globus emulator: {site.emulator.url} (real globus-sdk over HTTP)")
         _say(f"  job owner: {site.user}")
         ok = _scenario_a(site) & _scenario_b(site) & _scenario_c(site)
+        ok &= _scenario_d(site) & _scenario_e(site)
         _banner("Alerts sent (through sendmail)")
         for msg in sorted(outbox.glob("*.eml")):
             head = {}
@@ -166,6 +167,51 @@ def _scenario_c(site: StagingSite) -> bool:
     _say(f"  Globus tasks created for {job}: {len(tasks)}")
     _show(site, job)
     return site.job_state(job) in ("R", "F") and len(tasks) == 1
+
+
+def _scenario_d(site: StagingSite) -> bool:
+    _banner("Scenario D: the queue is lost mid-transfer; the resubmitted job adopts the transfer")
+    u = site.user
+    _data(site, "d-inputs", {"d.dat": "d" * 400000})
+    args = ["-l", f"stagein_globus={site.site_dir}/{u}/run-d/@theta-dtn:~/{u}/d-inputs/"]
+    _say(f"$ qsub {' '.join(args)} compute.sh")
+    first = site.submit(*args, script="#!/bin/sh\ntrue\n")
+    site.run_until(lambda: _request_state(site, first, "in") == "active", timeout=30,
+                   schedule=False)
+    _say(f"$ qdel {first}      (all jobs lost; the Globus task keeps running)")
+    site.pbs.run(["qdel", first])
+    site.cycle()
+    _say(f"$ qsub {' '.join(args)} compute.sh   (the user resubmits the same request)")
+    second = site.submit(*args, script="#!/bin/sh\ntrue\n")
+    site.run_until(lambda: site.job_state(second) in ("R", "F"), timeout=60)
+    tasks = [t for t in site.emulator.tasks.values() if "d-inputs" in str(t.label)
+             or first in str(t.label) or second in str(t.label)]
+    _say(f"  Globus tasks for both jobs together: {len(tasks)}")
+    _show(site, second)
+    return len(tasks) == 1 and site.job_state(second) in ("R", "F")
+
+
+def _scenario_e(site: StagingSite) -> bool:
+    _banner("Scenario E: a transfer started by hand (web app, CLI) is grafted onto a job")
+    import globus_sdk
+    from .testing.site import NATIVE_CLIENT, REMOTE_COLLECTION, SITE_COLLECTION
+    u = site.user
+    _data(site, "e-inputs", {"e.dat": "started elsewhere\n"})
+    tokens = site.emulator.issue_tokens(site.identity_id, client_id=NATIVE_CLIENT)
+    tc = globus_sdk.TransferClient(
+        authorizer=globus_sdk.AccessTokenAuthorizer(tokens["access_token"]),
+        base_url=site.emulator.url + "/")
+    td = globus_sdk.TransferData(REMOTE_COLLECTION, SITE_COLLECTION, label="started by hand")
+    td.add_item(f"/{u}/e-inputs/", f"/{u}/run-e/", recursive=True)
+    task_id = tc.submit_transfer(td)["task_id"]
+    _say(f"  the user started Globus task {task_id} in the web app")
+    args = ["-l", f"stagein_globus=task={task_id}"]
+    _say(f"$ qsub {' '.join(args)} compute.sh")
+    job = site.submit(*args, script="#!/bin/sh\ntrue\n")
+    site.run_until(lambda: site.job_state(job) in ("R", "F"), timeout=60)
+    _show(site, job)
+    return site.resource(job, "globus_stage_tasks") == task_id and \
+        len(site.emulator.tasks) and site.job_state(job) in ("R", "F")
 
 
 def _request_state(site: StagingSite, job_id: str, direction: str) -> str:
