@@ -21,6 +21,19 @@ def _requestor() -> Requestor:
         user = pwd.getpwuid(os.getuid()).pw_name
     return Requestor(user, "localhost")
 
+def _each_job(ids: list, action) -> int:
+    """Apply ``action`` to every job id as PBS commands do: report each failure
+    on its own line and exit with the last failure's code."""
+    rc = 0
+    for jid in ids:
+        try:
+            action(jid)
+        except PbsError as exc:
+            _err(exc.message)
+            rc = exc.exit_code
+    return rc
+
+
 
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
@@ -302,14 +315,9 @@ def _hold_cmd(argv: list, name: str) -> int:
     if not ids:
         _err("usage: %s [-h hold_list] job_identifier..." % name)
         return 2
-    conf, req, rc = core.Conf.from_env(), _requestor(), 0
-    for jid in ids:
-        try:
-            (ops.hold if name == "qhold" else ops.release)(conf, req, jid, letters)
-        except PbsError as exc:
-            _err(exc.message)
-            rc = exc.exit_code
-    return rc
+    conf, req = core.Conf.from_env(), _requestor()
+    op = ops.hold if name == "qhold" else ops.release
+    return _each_job(ids, lambda jid: op(conf, req, jid, letters))
 
 
 def qhold(argv: list) -> int:
@@ -331,14 +339,8 @@ def qdel(argv: list) -> int:
         _err("usage: qdel [-x] [-W force|suppress_email=X] job_identifier...")
         return 2
     purge = "-x" in dict(opts)
-    conf, req, rc = core.Conf.from_env(), _requestor(), 0
-    for jid in ids:
-        try:
-            ops.delete(conf, req, jid, purge=purge)
-        except PbsError as exc:
-            _err(exc.message)
-            rc = exc.exit_code
-    return rc
+    conf, req = core.Conf.from_env(), _requestor()
+    return _each_job(ids, lambda jid: ops.delete(conf, req, jid, purge=purge))
 
 
 def qalter(argv: list) -> int:
@@ -389,14 +391,8 @@ def qalter(argv: list) -> int:
             changes["Error_Path"] = _abs_path(val, cwd)
         elif opt == "-p":
             changes["Priority"] = int(val)
-    conf, req, rc = core.Conf.from_env(), _requestor(), 0
-    for jid in ids:
-        try:
-            ops.alter(conf, req, jid, changes)
-        except PbsError as exc:
-            _err(exc.message)
-            rc = exc.exit_code
-    return rc
+    conf, req = core.Conf.from_env(), _requestor()
+    return _each_job(ids, lambda jid: ops.alter(conf, req, jid, changes))
 
 
 def qselect(argv: list) -> int:
