@@ -46,12 +46,19 @@ def test_agent_killed_after_every_step_of_a_cycle(tmp_path):
         total = len(labels)
         assert total >= 15 and any(l == "globus:submit" for l in labels) \
             and any(l == "pbs:qrls" for l in labels)
+        exercised = 0
         for n in range(1, total + 1):
             counter = tmp_path / f"steps-{n}.json"
             job = lifecycle(site, n, counter, n)
-            crashed = json.loads(counter.read_text())["crashed_at"]
+            state = json.loads(counter.read_text())
+            crashed = state["crashed_at"]
             context = f"killed after step {n} ({crashed}) of {total}: {labels[n - 1]}"
-            assert crashed is not None, context
+            if crashed is None:
+                # Timing (how many polls a transfer takes) varies the step count a
+                # little: this life simply had no step n. Its end state still counts.
+                assert state["steps"] < n, context
+            else:
+                exercised += 1
             q = site.qstat(job)
             assert q.get("job_state") == "F" and q.get("Exit_status") == 0, context
             assert request_state(site, job, "in") == "succeeded", context
@@ -60,5 +67,6 @@ def test_agent_killed_after_every_step_of_a_cycle(tmp_path):
                 == f"run {n}\n" * 50, context
             assert len(tasks_for(site, job)) == 2, (context, [t.label for t in tasks_for(site, job)])
             assert violations(site) == [], context
+        assert exercised >= total - 5, f"only {exercised} of {total} kill points reached"
     finally:
         site.stop()
