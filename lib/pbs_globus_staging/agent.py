@@ -446,7 +446,7 @@ class Agent:
             return self._job_alive(job_id)
         if view.stage_state == states.STAGING_IN:
             return True
-        return self._set_job_state(view, states.STAGING_IN, tasks="")
+        return self._set_job_state(view, states.STAGING_IN)
 
     def _plan_one(self, row: object, now: float, items: list,
                   capacity: Dict[str, int]) -> None:
@@ -1069,7 +1069,7 @@ class Agent:
             args += ["-W", f"comment={safe_comment(comment)}"]
         self.pbs.run("qalter", [*args, job_id])
 
-    def _set_job_state(self, view: JobView, word: str, *, tasks: str) -> bool:
+    def _set_job_state(self, view: JobView, word: str) -> bool:
         try:
             comment = "staging: stage-in starting" if word == states.STAGING_IN else None
             self._qalter(view.job_id, {states.RES_STATE: word}, comment)
