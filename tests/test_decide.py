@@ -142,14 +142,8 @@ def test_summarize():
 def test_jobview_from_real_qstat_sample():
     import json
     from pathlib import Path
-    sample = Path(__file__).resolve().parents[2] / "shared/reference/pbs-samples/qstat_held_job.json"
-    if not sample.exists():  # the sample's facts, inlined, when shared/ is not beside the repo
-        attrs = {"job_state": "H", "Hold_Types": "su", "euser": "alice",
-                 "Resource_List": {"globus_stage_state": "staging-in",
-                                   "stagein_globus": "theta:/~/in/@/lus/alice/in/"},
-                 "qtime": "Sat Nov 21 23:09:43 2026", "substate": 20}
-    else:
-        attrs = json.loads(sample.read_text())["Jobs"]["106.vm"]
+    sample = Path(__file__).resolve().parent / "data/pbs-samples/qstat_held_job.json"
+    attrs = json.loads(sample.read_text())["Jobs"]["106.vm"]
     v = JobView.from_qstat("106.vm", attrs)
     assert (v.owner, v.state, v.holds, v.stage_state) == ("alice", "H", "su", "staging-in")
     assert v.stagein == "theta:/~/in/@/lus/alice/in/" and v.stageout is None

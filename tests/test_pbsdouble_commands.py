@@ -1,4 +1,5 @@
-"""The PBS double's commands against the real outputs in /work/shared/reference/pbs-samples/."""
+"""The PBS double's commands against real OpenPBS 23.06 outputs (tests/data/pbs-samples/,
+captured on a running server; a copy of shared/reference/pbs-samples)."""
 from __future__ import annotations
 
 import json
@@ -8,14 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SAMPLES = Path("/work/shared/reference/pbs-samples")
-
-
-@pytest.fixture
-def staged(pbs_server):
-    pbs_server.create_resource("stagein_globus")
-    pbs_server.create_resource("globus_stage_state", flag="r")
-    return pbs_server
+SAMPLES = Path(__file__).resolve().parent / "data" / "pbs-samples"
 
 
 @pytest.fixture

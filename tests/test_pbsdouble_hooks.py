@@ -1,4 +1,4 @@
-"""The PBS double against the facts in /work/shared/reference/pbs-hook-api.md: hook runs."""
+"""The PBS double against the facts in shared/reference/pbs-hook-api.md: hook runs."""
 from __future__ import annotations
 
 import json
@@ -35,13 +35,6 @@ def record_hook(out: Path) -> str:
 
 def seen(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-@pytest.fixture
-def staged(pbs_server):
-    pbs_server.create_resource("stagein_globus")
-    pbs_server.create_resource("globus_stage_state", flag="r")
-    return pbs_server
 
 
 @pytest.fixture
