@@ -1029,7 +1029,7 @@ class Agent:
                 rest.append(a)
         try:
             if resources or comment is not None:
-                self._qalter(view.job_id, resources, comment)
+                self.pbs.alter(view.job_id, resources=resources, comment=comment)
                 view = dataclasses.replace(
                     view, stage_state=resources.get(states.RES_STATE, view.stage_state),
                     comment=comment if comment is not None else view.comment)
@@ -1060,19 +1060,10 @@ class Agent:
         finally:
             self._views[view.job_id] = view
 
-    def _qalter(self, job_id: str, resources: Mapping[str, str], comment: Optional[str]) -> None:
-        args: List[str] = []
-        for name, value in resources.items():
-            args += ["-l", f"{name}={value}"]
-        if comment is not None:
-            from .pbsctl import safe_comment
-            args += ["-W", f"comment={safe_comment(comment)}"]
-        self.pbs.run("qalter", [*args, job_id])
-
     def _set_job_state(self, view: JobView, word: str) -> bool:
         try:
             comment = "staging: stage-in starting" if word == states.STAGING_IN else None
-            self._qalter(view.job_id, {states.RES_STATE: word}, comment)
+            self.pbs.alter(view.job_id, resources={states.RES_STATE: word}, comment=comment)
         except JobGone:
             return False
         except FatalError as exc:

@@ -144,14 +144,16 @@ class PbsCommands:
     def hold(self, job_id: str, *, hold: str = "s") -> None:
         self.run("qhold", ["-h", hold, job_id])
 
-    def set_resources(self, job_id: str, values: Mapping[str, str]) -> None:
+    def alter(self, job_id: str, *, resources: Optional[Mapping[str, str]] = None,
+              comment: Optional[str] = None) -> None:
+        """Resources and the comment in one ``qalter``: one PBS request per change."""
         args: List[str] = []
-        for name, value in values.items():
+        for name, value in (resources or {}).items():
             args += ["-l", f"{name}={value}"]
-        self.run("qalter", [*args, job_id])
-
-    def set_comment(self, job_id: str, text: str) -> None:
-        self.run("qalter", ["-W", f"comment={safe_comment(text)}", job_id])
+        if comment is not None:
+            args += ["-W", f"comment={safe_comment(comment)}"]
+        if args:
+            self.run("qalter", [*args, job_id])
 
     def delete(self, job_id: str) -> None:
         try:

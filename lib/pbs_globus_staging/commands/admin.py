@@ -84,15 +84,6 @@ class _Ctx:
                                     f"(state {view.state})")
         return view
 
-    def qalter(self, job_id: str, resources: Dict[str, str], comment: Optional[str]) -> None:
-        from ..pbsctl import safe_comment
-        args: List[str] = []
-        for name, value in resources.items():
-            args += ["-l", f"{name}={value}"]
-        if comment:
-            args += ["-W", f"comment={safe_comment(comment)}"]
-        self.pbs.run("qalter", [*args, job_id])
-
     def done(self, data: Dict[str, Any], text: str) -> int:
         data = {"ok": True, "by": self.by, **data}
         emit(data, as_json=self.args.json, text=text)
@@ -191,8 +182,8 @@ def _retry(ctx: _Ctx) -> int:
         # PBS first (see the module docstring): held, and back to 'waiting'.
         if "s" not in view.holds:
             ctx.pbs.hold(job_id, hold="s")
-        ctx.qalter(job_id, {states.RES_STATE: states.WAITING},
-                   f"staging: stage-in retry requested by admin {ctx.by}")
+        ctx.pbs.alter(job_id, resources={states.RES_STATE: states.WAITING},
+                      comment=f"staging: stage-in retry requested by admin {ctx.by}")
     now = time.time()
     why = f"retry requested by admin {ctx.by}"
     with ctx.journal.transaction():
@@ -345,8 +336,9 @@ def _adopt(ctx: _Ctx) -> int:
     # PBS first: held, and marked as staging so the user cannot change the request.
     if "s" not in view.holds:
         ctx.pbs.hold(job_id, hold="s")
-    ctx.qalter(job_id, {states.RES_STATE: states.STAGING_IN, states.RES_TASKS: task_id},
-               f"staging: waiting on Globus task {task_id[:8]} (adopted by admin)")
+    ctx.pbs.alter(job_id, resources={states.RES_STATE: states.STAGING_IN,
+                                     states.RES_TASKS: task_id},
+                  comment=f"staging: waiting on Globus task {task_id[:8]} (adopted by admin)")
     now = time.time()
     reason = (ctx.args.reason or "").strip()
     with ctx.journal.transaction():
@@ -405,8 +397,8 @@ def _release(ctx: _Ctx) -> int:
                               data={"by": ctx.by, "reason": ctx.args.reason,
                                     "previous_state": req.state if req is not None else None})
     # The state word first: the runjob guard lets the job run only on it.
-    ctx.qalter(job_id, {states.RES_STATE: states.STAGED_IN},
-               f"staging: released by admin {ctx.by}: {ctx.args.reason}")
+    ctx.pbs.alter(job_id, resources={states.RES_STATE: states.STAGED_IN},
+                  comment=f"staging: released by admin {ctx.by}: {ctx.args.reason}")
     released = "s" in view.holds
     if released:
         ctx.pbs.release(job_id, hold="s")
