@@ -15,6 +15,8 @@ if new_in is None and new_out is None:
 
 
 def _core():
+    # Repeated in each hook on purpose: PBS loads every hook script on its own, and
+    # where the package lives is known only from this hook's config file.
     import json
     with open(pbs.hook_config_filename or "", encoding="utf-8") as fh:
         path = json.load(fh).get("package_path")
