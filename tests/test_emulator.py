@@ -12,6 +12,7 @@ from typing import Callable, List
 import globus_sdk
 import pytest
 from globus_sdk.gare import to_gare
+from globus_sdk.scopes import GCSCollectionScopes
 from globus_sdk.transport import RetryConfig
 
 from pbs_globus_staging.emulator import GlobusEmulator, data_access_scope
@@ -53,8 +54,11 @@ def world(globus_emulator: GlobusEmulator) -> World:
     def make_client(who: str, retry_config: RetryConfig | None = None):
         cid, secret = creds[who]
         auth = globus_sdk.ConfidentialAppAuthClient(cid, secret)
-        authorizer = globus_sdk.ClientCredentialsAuthorizer(
-            auth, globus_sdk.TransferClient.scopes.all)
+        # Both are GCSv5 mapped collections: their data_access consents go
+        # into the token, as globus-sdk's add_app_data_access_scope asks for them.
+        scope = globus_sdk.TransferClient.scopes.all.with_dependencies(
+            GCSCollectionScopes(c).data_access for c in (src, dst))
+        authorizer = globus_sdk.ClientCredentialsAuthorizer(auth, scope)
         return globus_sdk.TransferClient(authorizer=authorizer,
                                          retry_config=retry_config or _fast_retries())
 
@@ -393,10 +397,20 @@ def test_active_task_limit_queues_the_rest(world: World) -> None:
 
 
 # -- consent, identities ---------------------------------------------------------------
-def test_consent_required_until_given(world: World) -> None:
-    world.emu.require_consent(world.alice, world.dst)
+def _client_with_scope(world: World, scope) -> globus_sdk.TransferClient:
+    cid, secret = world.emu.add_client(world.alice)
+    auth = globus_sdk.ConfidentialAppAuthClient(cid, secret)
+    return globus_sdk.TransferClient(
+        authorizer=globus_sdk.ClientCredentialsAuthorizer(auth, scope),
+        retry_config=_fast_retries(0))
+
+
+def test_consent_required_until_the_token_carries_it(world: World) -> None:
+    """Consents are the token's dependent data_access scopes (not a switch)."""
     (world.src_dir / "alice" / "f").write_text("f")
-    tc = world.tc()
+    only_src = globus_sdk.TransferClient.scopes.all.with_dependency(
+        GCSCollectionScopes(world.src).data_access)
+    tc = _client_with_scope(world, only_src)
     with pytest.raises(globus_sdk.TransferAPIError) as err:
         _submit(tc, world.src, world.dst, [("/alice/f", "/alice/f")])
     scope = data_access_scope(world.dst)
@@ -407,12 +421,54 @@ def test_consent_required_until_given(world: World) -> None:
     gare = to_gare(err.value)
     assert gare is not None and gare.authorization_parameters.required_scopes == [scope]
     assert err.value.raw_json["authorization_parameters"]["required_scopes"] == [scope]
+    with pytest.raises(globus_sdk.TransferAPIError) as err:
+        tc.operation_ls(world.dst, path="/alice")
+    assert err.value.code == "ConsentRequired"
+    assert tc.operation_ls(world.src, path="/alice")["DATA_TYPE"] == "file_list"
     assert not world.emu.tasks
-    # bob is not affected by alice's missing consent
+    # bob's token carries both consents; alice's missing one does not touch him
     (world.src_dir / "bob" / "f").write_text("f")
     _submit(world.tc("bob"), world.src, world.dst, [("/bob/f", "/bob/f")])
-    world.emu.give_consent(world.alice, world.dst)
+    tc = world.tc()          # a token asked with both data_access scopes
     assert _submit(tc, world.src, world.dst, [("/alice/f", "/alice/f")])["code"] == "Accepted"
+
+
+def test_only_mapped_non_high_assurance_collections_have_data_access(world: World) -> None:
+    emu = world.emu
+    guest = emu.add_collection("guest", entity_type="GCSv5_guest_collection")
+    ha = emu.add_collection("ha", high_assurance=True)
+    for coll in (guest, ha):
+        emu.grant(world.alice, coll, "/")
+    plain = _client_with_scope(world, globus_sdk.TransferClient.scopes.all)
+    docs = {c: plain.get_endpoint(c) for c in (world.src, guest, ha)}
+    assert [(d["entity_type"], d["high_assurance"]) for d in docs.values()] == [
+        ("GCSv5_mapped_collection", False), ("GCSv5_guest_collection", False),
+        ("GCSv5_mapped_collection", True)]
+    for coll in (guest, ha):      # no consent needed
+        assert plain.operation_ls(coll, path="/")["DATA_TYPE"] == "file_list"
+    # asking data_access of a collection that has none: an unknown scope, unless optional
+    with pytest.raises(globus_sdk.AuthAPIError) as err:
+        _client_with_scope(world, globus_sdk.TransferClient.scopes.all.with_dependency(
+            GCSCollectionScopes(guest).data_access)).task_list()
+    assert err.value.http_status == 400 and err.value.raw_json["error"] == "invalid_scope"
+    optional = _client_with_scope(world, globus_sdk.TransferClient.scopes.all.with_dependency(
+        GCSCollectionScopes(guest).data_access.with_optional(True)))
+    assert optional.operation_ls(guest, path="/")["DATA_TYPE"] == "file_list"
+
+
+def test_auth_policy_failed_in_globus_shape(world: World) -> None:
+    policy = str(uuid.uuid4())
+    world.emu.require_policy(world.dst, policy)
+    with pytest.raises(globus_sdk.TransferAPIError) as err:
+        world.tc().operation_ls(world.dst, path="/alice")
+    assert (err.value.http_status, err.value.code) == (403, "AuthPolicyFailed")
+    params = err.value.info.authorization_parameters
+    assert params and params.session_required_policies == [policy]
+    assert not err.value.info.consent_required
+    assert err.value.raw_json["authorization_parameters"] == {
+        "session_message": "Failing collection authentication policy",
+        "session_required_policies": policy}
+    assert world.tc().operation_ls(world.src, path="/alice")["DATA_TYPE"] == "file_list"
 
 
 def test_identities_are_isolated(world: World) -> None:

@@ -81,7 +81,8 @@ def test_standalone_server_with_setup(tmp_path: Path, monkeypatch: pytest.Monkey
         auth = globus_sdk.ConfidentialAppAuthClient("alice-client", "s3cret")
         tc = globus_sdk.TransferClient(
             authorizer=globus_sdk.ClientCredentialsAuthorizer(
-                auth, globus_sdk.TransferClient.scopes.all),
+                auth, globus_sdk.TransferClient.scopes.all.with_dependency(
+                    globus_sdk.scopes.GCSCollectionScopes(site).data_access)),
             retry_config=RetryConfig(max_retries=0))
         td = globus_sdk.TransferData(site, site)
         td.add_item("/in.txt", "/out.txt")

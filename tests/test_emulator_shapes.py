@@ -98,7 +98,8 @@ def docs(globus_emulator: GlobusEmulator) -> Dict[str, Any]:
     auth = globus_sdk.ConfidentialAppAuthClient(cid, secret)
     tc = globus_sdk.TransferClient(
         authorizer=globus_sdk.ClientCredentialsAuthorizer(
-            auth, globus_sdk.TransferClient.scopes.all),
+            auth, globus_sdk.TransferClient.scopes.all.with_dependencies(
+                globus_sdk.scopes.GCSCollectionScopes(c).data_access for c in (src, dst))),
         retry_config=RetryConfig(max_retries=0))
     out: Dict[str, Any] = {}
     out["get_submission_id"] = tc.get_submission_id().data

@@ -16,9 +16,10 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import auth as authz
 from .engine import PathRefused, local_path, normalize
 from .model import (ACTIVE, AUTH_RS, FAILED, INACTIVE, SYNC_LEVELS, TRANSFER_RS,
-                    TRANSFER_SCOPE, Call, Item, Task, data_access_scope, iso,
+                    TRANSFER_SCOPE, Call, Item, Task, iso,
                     new_request_id)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +70,7 @@ def handle(emu: "GlobusEmulator", method: str, raw_path: str, headers: Dict[str,
     path = unquote(parts.path)
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     with emu._lock:
+        emu._request_token = None
         identity = _peek_identity(emu, headers)
         status, extra_headers, doc = _dispatch(emu, method, path, query, headers, body,
                                                identity)
@@ -98,6 +100,10 @@ def _dispatch(emu: "GlobusEmulator", method: str, path: str, query: Dict[str, st
             return rule.status, hdrs, _error(rule.status, code,
                                              f"Injected failure ({rule.status})", path)
     try:
+        if path == "/v2/oauth2/authorize" and method == "GET":
+            return authz.authorize(emu, query)
+        if path == "/v2/web/auth-code" and method == "GET":
+            return authz.auth_code_page(query)
         if path.startswith("/v2/"):
             return 200, {}, _auth_route(emu, method, path, query, headers, body)
         if path.startswith("/v0.10/"):
@@ -136,6 +142,7 @@ def _authenticate(emu: "GlobusEmulator", headers: Dict[str, str]) -> str:
     if at.resource_server != TRANSFER_RS:
         raise ApiError(401, "AuthenticationFailed",
                        "Token is not valid for transfer.api.globus.org")
+    emu._request_token = at  # for the consent checks (authz.check_access)
     return at.identity_id
 
 
@@ -243,13 +250,18 @@ def _auth_route(emu: "GlobusEmulator", method: str, path: str, query: Dict[str, 
             if not confidential or client.identity_id is None:
                 raise OAuthError(400, "unauthorized_client",
                                  "client_credentials needs a confidential client")
-            scope = form.get("scope") or TRANSFER_SCOPE
+            # A client consents to its own dependent scopes by asking for them.
+            scope = authz.grant_scope(emu, form.get("scope") or TRANSFER_SCOPE)
             return _token_doc(emu, client.identity_id, client_id, scope, None)
         if grant == "refresh_token":
             rt = emu._refresh_tokens.get(form.get("refresh_token", ""))
             if rt is None or rt.revoked or rt.client_id != client_id:
                 raise OAuthError(400, "invalid_grant")
-            return _token_doc(emu, rt.identity_id, client_id, rt.scope, rt.token)
+            return authz.stamp_session(
+                emu, _token_doc(emu, rt.identity_id, client_id, rt.scope, rt.token),
+                rt.session_policies)
+        if grant == "authorization_code":
+            return authz.exchange_code(emu, form, client_id, confidential)
         raise OAuthError(400, "unsupported_grant_type")
     if path == "/v2/oauth2/token/revoke" and method == "POST":
         form = _form(body)
@@ -414,13 +426,7 @@ def _submit(emu: "GlobusEmulator", path: str, doc: Dict[str, Any], who: str) -> 
     for cid in (src_id, dst_id):
         if cid not in emu._collections:
             raise ApiError(404, "ClientError.NotFound", f"Endpoint '{cid}' not found")
-    scopes = [data_access_scope(c) for c in dict.fromkeys((src_id, dst_id))
-              if (who, c) in emu._consent_required]
-    if scopes:
-        message = "Missing required data_access consent"
-        raise ApiError(403, "ConsentRequired", message, required_scopes=scopes,
-                       authorization_parameters={"session_message": message,
-                                                 "required_scopes": scopes})
+    authz.check_access(emu, emu._request_token, (src_id, dst_id))
     now = emu.now()
     if "deadline" in doc and doc["deadline"] is not None:
         deadline = _parse_time(doc["deadline"], "deadline")
@@ -667,7 +673,7 @@ def _endpoint_doc(coll: Any) -> Dict[str, Any]:
         "DATA_TYPE": "endpoint", "id": coll.collection_id, "display_name": coll.name,
         "canonical_name": coll.name, "organization": "Emulated Site", "username": "emulator",
         "owner_id": None, "owner_string": "emulator", "description": None,
-        "entity_type": "GCSv5_mapped_collection", "public": True,
+        "entity_type": coll.entity_type, "public": True,
         "is_globus_connect": False, "globus_connect_setup_key": None,
         "gcp_connected": None, "gcp_paused": None, "gcs_version": "5.4.70",
         "non_functional": False, "non_functional_endpoint_id": None,
@@ -679,7 +685,7 @@ def _endpoint_doc(coll: Any) -> Dict[str, Any]:
         "myproxy_dn": None, "oauth_server": None, "default_directory": "/~/",
         "activated": False, "expires_in": -1, "expire_time": None, "shareable": False,
         "acl_available": False, "acl_editable": False, "in_use": False,
-        "high_assurance": False, "subscription_id": None,
+        "high_assurance": coll.high_assurance, "subscription_id": None,
         "https_server": None, "tlsftp_server": None, "gcs_manager_url": None,
         "DATA": [],
     }
@@ -690,6 +696,7 @@ def _ls(emu: "GlobusEmulator", collection_id: str, query: Dict[str, str],
     coll = emu._collections.get(collection_id)
     if coll is None:
         raise ApiError(404, "ClientError.NotFound", f"Endpoint '{collection_id}' not found")
+    authz.check_access(emu, emu._request_token, (collection_id,))
     raw = query.get("path", "/~/")
     try:
         norm = normalize(raw)

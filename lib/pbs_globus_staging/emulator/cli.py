@@ -5,7 +5,9 @@ identities, grants and clients, then prints the environment lines and the
 (emulator-only, throwaway) credentials it created::
 
     collections:
-      - {name: site, id: OPTIONAL-UUID, directory: OPTIONAL-PATH}
+      - {name: site, id: OPTIONAL-UUID, directory: OPTIONAL-PATH,
+         entity_type: GCSv5_mapped_collection, high_assurance: false,  # the defaults
+         policies: [OPTIONAL-AUTH-POLICY-ID]}
     identities:
       - username: alice
         id: OPTIONAL-UUID
@@ -47,7 +49,12 @@ def apply_setup(emu: GlobusEmulator, doc: Any) -> List[str]:
         if not isinstance(c.get("name"), str):
             raise SetupError("each collection needs a 'name'")
         directory = Path(c["directory"]) if c.get("directory") else None
-        cid = emu.add_collection(c["name"], collection_id=c.get("id"), directory=directory)
+        cid = emu.add_collection(c["name"], collection_id=c.get("id"), directory=directory,
+                                 entity_type=str(c.get("entity_type",
+                                                       "GCSv5_mapped_collection")),
+                                 high_assurance=bool(c.get("high_assurance", False)))
+        for policy in c.get("policies") or []:
+            emu.require_policy(cid, str(policy))
         names[c["name"]] = cid
         lines.append(f"# collection {c['name']} = {cid}")
     native = []

@@ -67,7 +67,8 @@ class GlobusEmulator:
         self._refresh_tokens: Dict[str, RefreshToken] = {}
         self._tasks: Dict[str, Task] = {}
         self._submissions: Dict[Tuple[str, str], str] = {}
-        self._consent_required: Set[Tuple[str, str]] = set()
+        self._auth_codes: Dict[str, Any] = {}         # auth.PendingCode by code
+        self._request_token: Optional[AccessToken] = None  # set per request, under _lock
         self._expired_credentials: Set[Tuple[str, str]] = set()
         self._failures: List[_FailureRule] = []
         self._outage = False
@@ -155,14 +156,19 @@ class GlobusEmulator:
 
     # -- setup ----------------------------------------------------------------
     def add_collection(self, name: str, *, collection_id: Optional[str] = None,
-                       directory: Optional[Path] = None) -> str:
+                       directory: Optional[Path] = None,
+                       entity_type: str = "GCSv5_mapped_collection",
+                       high_assurance: bool = False) -> str:
+        """A collection; by default a GCSv5 mapped, non-high-assurance one, which
+        (as on Globus) needs its data_access consent in the token (auth.py)."""
         cid = str(uuid.UUID(collection_id)) if collection_id else str(uuid.uuid4())
         d = Path(directory) if directory is not None else self.root / name
         d.mkdir(parents=True, exist_ok=True)
         with self._lock:
             if cid in self._collections:
                 raise ValueError(f"collection {cid} already exists")
-            self._collections[cid] = Collection(cid, name, d)
+            self._collections[cid] = Collection(cid, name, d, entity_type=entity_type,
+                                                high_assurance=bool(high_assurance))
         return cid
 
     def add_identity(self, username: str, *, identity_id: Optional[str] = None) -> str:
@@ -203,17 +209,26 @@ class GlobusEmulator:
         return cid
 
     def issue_tokens(self, identity_id: str, *, client_id: str,
-                     scope: str = TRANSFER_SCOPE) -> Dict[str, Any]:
+                     scope: Optional[str] = None,
+                     session_policies: Tuple[str, ...] = ()) -> Dict[str, Any]:
         """Tokens as a finished login would leave them (one resource server's entry
-        of ``OAuthTokenResponse.by_resource_server``)."""
+        of ``OAuthTokenResponse.by_resource_server``).  ``scope`` None: Transfer
+        with the data_access consent of every collection existing now that needs
+        one (a login that named them all); pass ``TRANSFER_SCOPE`` for a login
+        that named none."""
+        from .auth import full_login_scope, grant_scope
+
         with self._lock:
             self._need_identity(identity_id)
             if client_id not in self._clients:
                 raise KeyError(f"unknown client {client_id}")
+            scope = grant_scope(self, full_login_scope(self) if scope is None else scope)
             rs = TRANSFER_RS
-            rt = RefreshToken(_token("Rt"), identity_id, client_id, scope, rs)
+            rt = RefreshToken(_token("Rt"), identity_id, client_id, scope, rs,
+                              session_policies=tuple(session_policies))
             self._refresh_tokens[rt.token] = rt
             at = self._new_access_token(identity_id, client_id, scope, rs)
+            at.session_policies = tuple(session_policies)
             return {
                 "access_token": at.token,
                 "refresh_token": rt.token,
@@ -252,13 +267,13 @@ class GlobusEmulator:
         with self._lock:
             self._outage = bool(on)
 
-    def require_consent(self, identity_id: str, collection_id: str) -> None:
+    def require_policy(self, collection_id: str, policy_id: str) -> None:
+        """The collection's authentication policy: tokens from a login session
+        that did not satisfy ``policy_id`` get 403 AuthPolicyFailed (auth.py)."""
         with self._lock:
-            self._consent_required.add((identity_id, collection_id))
-
-    def give_consent(self, identity_id: str, collection_id: str) -> None:
-        with self._lock:
-            self._consent_required.discard((identity_id, collection_id))
+            coll = self._need_collection(collection_id)
+            coll.required_policies = tuple(dict.fromkeys(coll.required_policies
+                                                          + (str(policy_id),)))
 
     def expire_credential(self, identity_id: str, collection_id: str) -> None:
         with self._wake:

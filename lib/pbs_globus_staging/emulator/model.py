@@ -65,6 +65,12 @@ class Collection:
     name: str
     directory: Path
     paused: bool = False
+    # What the Transfer endpoint document says (globus-cli endpointish/entity_type.py
+    # lists the values).  Consent and policy checks follow from them: see auth.py.
+    entity_type: str = "GCSv5_mapped_collection"
+    high_assurance: bool = False
+    # Globus Auth policy ids the collection's authentication policy names.
+    required_policies: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -96,6 +102,8 @@ class AccessToken:
     resource_server: str
     expires_at: float
     revoked: bool = False
+    # Auth policies the login session behind this token satisfied (see auth.py).
+    session_policies: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -106,6 +114,7 @@ class RefreshToken:
     scope: str
     resource_server: str
     revoked: bool = False
+    session_policies: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

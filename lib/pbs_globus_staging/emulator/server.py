@@ -42,9 +42,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, extra, doc)
 
     def _send(self, status: int, extra: dict, doc: Any) -> None:
-        payload = json.dumps(doc).encode()
+        # A str is one of Globus Auth's browser pages (auth.py); the APIs speak JSON.
+        html = isinstance(doc, str)
+        payload = doc.encode() if html else json.dumps(doc).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/html; charset=utf-8" if html
+                         else "application/json")
         self.send_header("Content-Length", str(len(payload)))
         for k, v in extra.items():
             self.send_header(k, v)
