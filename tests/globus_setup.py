@@ -64,11 +64,15 @@ class Site:
         )
 
     def user_provider(self, *, user: str = USER, cache: str = "user-tokens.db",
-                      native_client: str | None = None) -> tuple[UserTokenProvider, str]:
+                      native_client: str | None = None, scope: str | None = None,
+                      session_policies: t.Sequence[str] = ()
+                      ) -> tuple[UserTokenProvider, str]:
         """Log ``user`` in (as ``globus-staging login`` would) and return the
-        agent's provider plus the refresh token."""
+        agent's provider plus the refresh token.  ``scope`` None: the login
+        consented to every collection's data_access."""
         native = native_client or self.emu.add_native_client()
-        toks = self.emu.issue_tokens(self.identity_id, client_id=native)
+        toks = self.emu.issue_tokens(self.identity_id, client_id=native, scope=scope,
+                                     session_policies=tuple(session_policies))
         token_dir = self.user_token_dir(user)
         token_dir.parent.mkdir(parents=True, exist_ok=True)
         if token_dir.exists():  # a second login: this helper writes as root, then chowns

@@ -202,7 +202,7 @@ def test_login_writes_the_token_file_and_held_jobs_resume(tmp_path, capsys):
         # bad collection names and client mode: usage errors (exit 2), one line
         assert cli.main(["--config", str(site.config_path), "login", "--collection",
                          "nowhere-dtn"]) == 2
-        assert "neither a collection UUID nor a site alias (aliases: theta-dtn)" in \
+        assert "neither a collection UUID nor a site alias (aliases: eagle, theta-dtn)" in \
             capsys.readouterr().err
         secret = tmp_path / "secret"
         secret.write_text("s3cr3t\n")

@@ -68,7 +68,8 @@ def make_backend(cfg):
                               "client_secret_file")
         provider = credentials.ClientCredentialsProvider(
             client_id=cred.client_id, client_secret_file=Path(cred.client_secret_file),
-            token_storage_path=state_dir(cfg) / "client-tokens.db", auth_url=cfg.globus.auth_url)
+            token_storage_path=state_dir(cfg) / "client-tokens.db", auth_url=cfg.globus.auth_url,
+            data_access_collections=cfg.collections.data_access)
     else:
         if not cred.client_id:
             raise ConfigError(f"{cfg.source}: credentials.client_id: the native app's client "
@@ -290,6 +291,16 @@ def _add_user_and_admin_commands(sub) -> None:
     lg.add_argument("--collection", action="append", metavar="ID",
                     help="also consent to data access on this collection (UUID or site "
                          "alias); repeatable")
+    # What a job comment asks for when a collection's authentication policy
+    # refused the login (Globus's authorization_parameters).
+    lg.add_argument("--policy", action="append", metavar="ID",
+                    help="log in so as to satisfy this Globus authentication policy; repeatable")
+    lg.add_argument("--identity", action="append", metavar="ID",
+                    help="log in with this Globus identity (id); repeatable")
+    lg.add_argument("--domain", action="append", metavar="DOMAIN",
+                    help="log in with an identity from this domain; repeatable")
+    lg.add_argument("--mfa", action="store_true",
+                    help="log in with multi-factor authentication")
     lg.set_defaults(func=login.cmd_login)
 
     ck = with_json(sub.add_parser(

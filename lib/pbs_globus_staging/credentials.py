@@ -8,7 +8,13 @@ Two modes:
     is only safe together with a site policy that limits which paths each user
     may name.  The secret is read from a root-only file; access tokens are
     cached in a root-only ``SQLiteTokenStorage`` so an agent cycle does not ask
-    Globus Auth for a new token each time.
+    Globus Auth for a new token each time.  GCSv5 mapped collections (not high
+    assurance) accept the client only with their dependent ``data_access``
+    scope in its Transfer token, as globus-sdk's
+    ``TransferClient.add_app_data_access_scope`` builds it: the token asks for
+    those of ``collections.data_access`` and of every collection Transfer has
+    answered ConsentRequired for (``add_data_access``; kept in the cached
+    token's scope, so a new agent process asks for them at once).
 
 ``UserTokenProvider``
     Each user logged in once with ``globus-staging login`` (``login_flow`` +
@@ -74,6 +80,10 @@ _MIN_CACHED_TOKEN_LIFE = 120
 _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
+_DATA_ACCESS_IN_SCOPE = re.compile(
+    r"scopes/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"/data_access"
+)
 
 
 class CredentialProvider(t.Protocol):
@@ -90,7 +100,8 @@ class CredentialProvider(t.Protocol):
 
     def describe(self, identity: str) -> str: ...
 
-    def login_action(self, identity: str, *, collections: t.Sequence[str] = ()) -> str: ...
+    def login_action(self, identity: str, *, collections: t.Sequence[str] = (),
+                     session: t.Mapping[str, t.Any] | None = None) -> str: ...
 
     def forget(self, identity: str) -> None: ...
 
@@ -103,6 +114,31 @@ def _small_retry_config(max_retries: int, max_sleep: float) -> RetryConfig:
     # Globus Auth calls happen inside an agent cycle with a time budget; the
     # SDK default (5 retries, up to 10 s each) would blow it.
     return RetryConfig(max_retries=max_retries, max_sleep=max_sleep)
+
+
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+
+def session_flags(
+    *,
+    policies: t.Iterable[str] = (),
+    identities: t.Iterable[str] = (),
+    domains: t.Iterable[str] = (),
+    mfa: bool = False,
+) -> str:
+    """`` --policy P --identity I --domain D --mfa``: what ``globus-staging login``
+    needs to meet a Globus session requirement (``authorization_parameters``
+    of an AuthPolicyFailed-style 403).  Values that are not plain ids/domains
+    are left out: they end up in a job comment and a shell command."""
+    out = []
+    for flag, values in (("--policy", policies), ("--identity", identities),
+                         ("--domain", domains)):
+        for value in dict.fromkeys(str(v).strip() for v in values or ()):
+            if _SAFE_VALUE.match(value):
+                out.append(f" {flag} {value}")
+    if mfa:
+        out.append(" --mfa")
+    return "".join(out)
 
 
 def _sha256(value: str) -> str:
@@ -281,11 +317,19 @@ class ClientCredentialsProvider:
         auth_url: str | None = None,
         max_retries: int = 2,
         max_retry_sleep: float = 5.0,
+        data_access_collections: t.Iterable[str] = (),
     ) -> None:
         if not _UUID_RE.match(str(client_id)):
             raise ConfigError(f"client_id: expected a Globus client UUID, got {client_id!r}")
         self.client_id = str(client_id)
         self.client_secret_file = pathlib.Path(client_secret_file)
+        for cid in data_access_collections:
+            if not _UUID_RE.match(str(cid)):
+                raise ConfigError(f"data_access: expected a collection UUID, got {cid!r}")
+        # Collections whose data_access scope the token asks for (order kept:
+        # the scope string is compared with the cached token's).
+        self._data_access: list[str] = list(dict.fromkeys(
+            str(c).lower() for c in data_access_collections))
         self._secret = read_secret_file(self.client_secret_file)
         self._auth_client = globus_sdk.ConfidentialAppAuthClient(
             self.client_id,
@@ -294,12 +338,58 @@ class ClientCredentialsProvider:
             app_name="pbs-globus-staging",
             retry_config=_small_retry_config(max_retries, max_retry_sleep),
         )
-        self._scope = str(TransferScopes.all)
         self._storage = _open_token_cache(
             pathlib.Path(token_storage_path), namespace=f"client/{self.client_id}"
         )
         self._lock = threading.Lock()
         self._authorizer: ClientCredentialsAuthorizer | None = None
+        cached = self._storage.get_token_data(TRANSFER_RESOURCE_SERVER)
+        if cached is not None:
+            # What earlier agent runs learned from ConsentRequired answers.
+            for cid in _DATA_ACCESS_IN_SCOPE.findall(cached.scope or ""):
+                if cid.lower() not in self._data_access:
+                    self._data_access.append(cid.lower())
+
+    @property
+    def _scope(self) -> str:
+        return str(login_scope(self._data_access))
+
+    @property
+    def data_access_collections(self) -> tuple[str, ...]:
+        return tuple(self._data_access)
+
+    def add_data_access(self, collection_ids: t.Iterable[str]) -> bool:
+        """Ask for these collections' data_access scopes from now on.
+
+        True if any was new (the next ``authorizer`` call gets a new token);
+        False if the token asked for all of them already -- then Globus's
+        ConsentRequired is not about a missing scope and needs a person.
+        """
+        new = [str(c).lower() for c in collection_ids
+               if _UUID_RE.match(str(c)) and str(c).lower() not in self._data_access]
+        if not new:
+            return False
+        with self._lock:
+            self._data_access.extend(dict.fromkeys(new))
+            self._authorizer = None
+        log.info("staging client %s: asking for data_access on %s from now on",
+                 self.client_id, ", ".join(new))
+        return True
+
+    def _store_token(self, response: globus_sdk.OAuthTokenResponse, scope: str) -> None:
+        data = response.by_resource_server.get(TRANSFER_RESOURCE_SERVER)
+        if not data:
+            return
+        # The scope we asked for, dependencies included (a token response need
+        # not echo them): the next run compares it and learns from it.
+        self._storage.store_token_data_by_resource_server({
+            TRANSFER_RESOURCE_SERVER: TokenStorageData(
+                resource_server=TRANSFER_RESOURCE_SERVER, identity_id=None, scope=scope,
+                access_token=data["access_token"], refresh_token=None,
+                expires_at_seconds=int(data["expires_at_seconds"]),
+                token_type=data.get("token_type"),
+            )
+        })
 
     def __repr__(self) -> str:  # never the secret
         return f"ClientCredentialsProvider(client_id={self.client_id!r})"
@@ -310,7 +400,8 @@ class ClientCredentialsProvider:
                 return self._authorizer
             cached = self._storage.get_token_data(TRANSFER_RESOURCE_SERVER)
             kwargs: dict[str, t.Any] = {}
-            if _usable_cached(cached, scope=self._scope):
+            scope = self._scope
+            if _usable_cached(cached, scope=scope):
                 assert cached is not None
                 kwargs = {"access_token": cached.access_token,
                           "expires_at": cached.expires_at_seconds}
@@ -318,8 +409,8 @@ class ClientCredentialsProvider:
                 # Without a cached token the SDK asks Globus Auth right here.
                 self._authorizer = ClientCredentialsAuthorizer(
                     self._auth_client,
-                    self._scope,
-                    on_refresh=self._storage.store_token_response,
+                    scope,
+                    on_refresh=lambda resp, scope=scope: self._store_token(resp, scope),
                     **kwargs,
                 )
             except globus_sdk.GlobusAPIError as err:
@@ -336,7 +427,15 @@ class ClientCredentialsProvider:
     def describe(self, identity: str) -> str:
         return f"site client {self.client_id} (acting for {identity})"
 
-    def login_action(self, identity: str, *, collections: t.Sequence[str] = ()) -> str:
+    def login_action(self, identity: str, *, collections: t.Sequence[str] = (),
+                     session: t.Mapping[str, t.Any] | None = None) -> str:
+        if session:
+            # A client has no login session to add identities or policies to.
+            return (
+                f"ask the site admin: collection(s) {', '.join(collections) or '?'} "
+                "require a Globus login session the staging client "
+                f"{self.client_id} cannot have (authentication policy{session_flags(**session)})"
+            )
         if collections:
             return (
                 "ask the site admin to grant the staging client "
@@ -441,6 +540,10 @@ def login_flow(
     collection_ids: t.Iterable[str] = (),
     auth_url: str | None = None,
     flow_manager: LoginFlowManager | None = None,
+    session_required_policies: t.Sequence[str] = (),
+    session_required_identities: t.Sequence[str] = (),
+    session_required_single_domain: t.Sequence[str] = (),
+    session_required_mfa: bool = False,
 ) -> UserTokens:
     """Interactive login (run as the user): returns the tokens to store.
 
@@ -448,7 +551,9 @@ def login_flow(
     ``CommandLineLoginFlowManager``: prints a URL, reads the code back) and
     asks for refresh tokens, the Transfer scope and the ``data_access``
     consents of ``collection_ids``.  ``flow_manager`` replaces the
-    command-line prompt (e.g. the SDK's local-server flow, or tests).
+    command-line prompt (e.g. the SDK's local-server flow, or tests).  The
+    ``session_required_*`` parameters go into the authorize URL as globus-sdk's
+    ``GlobusAuthorizationParameters`` (what a 403 AuthPolicyFailed asks for).
     """
     ids = tuple(dict.fromkeys(str(c).strip().lower() for c in collection_ids))
     scope = login_scope(ids)
@@ -462,8 +567,19 @@ def login_flow(
             request_refresh_tokens=True,
             native_prefill_named_grant=f"pbs-globus-staging on {host}",
         )
+    session = dict(
+        session_required_policies=list(session_required_policies) or None,
+        session_required_identities=list(session_required_identities) or None,
+        session_required_single_domain=list(session_required_single_domain) or None,
+        session_required_mfa=True if session_required_mfa else None,
+    )
     response = flow_manager.run_login_flow(
-        GlobusAuthorizationParameters(required_scopes=[str(scope)])
+        GlobusAuthorizationParameters(
+            required_scopes=[str(scope)],
+            # A new session, so the requirements are met now, not by an old login.
+            prompt="login" if any(session.values()) else None,
+            **session,
+        )
     )
     by_rs = response.by_resource_server
     token = by_rs.get(TRANSFER_RESOURCE_SERVER)
@@ -807,10 +923,10 @@ class UserTokenProvider:
     def describe(self, identity: str) -> str:
         return f"user {identity} (Globus login in {self._display_path(identity)})"
 
-    def login_action(self, identity: str, *, collections: t.Sequence[str] = ()) -> str:
-        if collections:
-            return LOGIN_ACTION + "".join(f" --collection {c}" for c in collections)
-        return LOGIN_ACTION
+    def login_action(self, identity: str, *, collections: t.Sequence[str] = (),
+                     session: t.Mapping[str, t.Any] | None = None) -> str:
+        action = LOGIN_ACTION + "".join(f" --collection {c}" for c in collections)
+        return action + (session_flags(**session) if session else "")
 
     def forget(self, identity: str) -> None:
         with self._lock:

@@ -15,7 +15,12 @@ Globus answer (after the SDK's own retries)            raised
 =====================================================  ==========================================
 401 AuthenticationFailed; token refresh invalid_grant  ``WaitingForUser`` (action: login)
 403 ConsentRequired                                     ``WaitingForUser`` (code ConsentRequired,
-                                                        action ``globus-staging login --collection C``)
+                                                        action ``globus-staging login --collection C``);
+                                                        in client mode first one retry with the
+                                                        collections' data_access scopes added
+403 with other ``authorization_parameters``             ``WaitingForUser`` (code e.g. AuthPolicyFailed,
+(AuthPolicyFailed: session_required_policies,           action ``globus-staging login --policy P
+identities, single_domain, mfa)                         --identity I --domain D --mfa``)
 429, 5xx, network errors, timeouts                      ``RetryableError``
 409 Conflict at submit                                  adopt the active task with the same paths
 any other 4xx                                           ``FatalError`` with Globus's code and message
@@ -219,6 +224,11 @@ class GlobusBackend:
             # The authorizer's token refresh failed inside the Transfer call.
             return self._raise_auth(identity, what, err)
         except globus_sdk.GlobusAPIError as err:
+            if self._learn_data_access(identity, err):
+                # Same call (same submission id) with a token that carries the
+                # collections' data_access scopes; learns only new ones, so once.
+                return self._call(identity, what, fn, collections=collections,
+                                  passthrough=passthrough)
             if passthrough is not None and passthrough(err):
                 raise
             return self._raise_transfer(identity, what, err, collections)
@@ -259,6 +269,25 @@ class GlobusBackend:
         status = err.http_status
         code = err.code or f"HTTP{status}"
         text = _one_line(err.message or err.http_reason)
+        session = None if self._is_consent_required(err) else (
+            self._session_needs(err) if status == 403 else None)
+        if session is not None:
+            # A login that meets the collection's policy fixes it: wait for it.
+            # Decided by authorization_parameters, whatever the code (as
+            # globus-cli's session_hook); ConsentRequired has its own branch.
+            short = re.sub(r"[^A-Za-z0-9_.]", "", code)[:64] or "AuthorizationRequired"
+            why = _one_line(err.info.authorization_parameters.session_message or text, 160)
+            # No --collection flags: a login keeps the consents of the one it
+            # replaces (commands/login.py), and the comment stays short.
+            action = self.credentials.login_action(
+                identity, collections=list(collections) if self._is_client() else (),
+                session=session)
+            raise WaitingForUser(
+                f"Globus {what}: {short}: {why}; a new Globus login of "
+                f"{self.credentials.describe(identity)} is needed; {self._todo(action)}",
+                action=action,
+                code=short,
+            ) from None
         if status == 401 or code.endswith("AuthenticationFailed"):
             self.credentials.forget(identity)
             action = self.credentials.login_action(identity)
@@ -268,7 +297,7 @@ class GlobusBackend:
                 action=action,
                 code="AuthenticationFailed",
             ) from None
-        if code == "ConsentRequired" or code.endswith(".ConsentRequired"):
+        if self._is_consent_required(err):
             needed = self._consent_collections(err) or list(collections)
             action = self.credentials.login_action(identity, collections=needed)
             raise WaitingForUser(
@@ -280,6 +309,38 @@ class GlobusBackend:
         if status == 429 or status >= 500 or status in (408,):
             raise RetryableError(f"Globus {what}: HTTP {status} {code}: {text}") from None
         raise FatalError(f"Globus {what}: {code}: {text}") from None
+
+    def _learn_data_access(self, identity: str, err: globus_sdk.GlobusAPIError) -> bool:
+        """A client (client-credentials mode) consents to a mapped collection's
+        data_access by asking for the scope; only a person can for a user."""
+        learn = getattr(self.credentials, "add_data_access", None)
+        if learn is None or not self._is_consent_required(err):
+            return False
+        return bool(learn(self._consent_collections(err)))
+
+    @staticmethod
+    def _is_consent_required(err: globus_sdk.GlobusAPIError) -> bool:
+        code = err.code or ""
+        return code == "ConsentRequired" or code.endswith(".ConsentRequired")
+
+    @staticmethod
+    def _session_needs(err: globus_sdk.GlobusAPIError) -> dict[str, t.Any] | None:
+        """What a 403 with ``authorization_parameters`` asks of the login session
+        (globus-sdk ``err.info.authorization_parameters``; globus-cli's
+        session_hook turns the same fields into ``globus session update``)."""
+        params = err.info.authorization_parameters
+        if not params:
+            return None
+        needs = {
+            "policies": params.session_required_policies or [],
+            "identities": params.session_required_identities or [],
+            "domains": params.session_required_single_domain or [],
+            "mfa": bool(params.session_required_mfa),
+        }
+        return needs if any(needs.values()) else None
+
+    def _is_client(self) -> bool:
+        return hasattr(self.credentials, "add_data_access")
 
     @staticmethod
     def _todo(action: str) -> str:

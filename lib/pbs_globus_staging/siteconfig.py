@@ -47,6 +47,9 @@ class Site:
 class Collections:
     aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # alias -> UUID
     allow_unlisted: bool = False         # may users name UUIDs that are not listed?
+    # GCSv5 mapped (not high-assurance) collections: their data_access consent
+    # goes into every Globus login/token (UUIDs; aliases resolved).
+    data_access: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,10 +321,14 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
     c = v.mapping(data.get("collections"), "collections")
     aliases: Dict[str, str] = {}
     allow_unlisted = False
+    data_access_raw: Any = []
     for key, val in c.items():
         path = f"collections.{key}"
         if key == "allow_unlisted":
             allow_unlisted = v.boolean(val, path)
+            continue
+        if key == "data_access":
+            data_access_raw = val
             continue
         if not _ALIAS_RE.match(key) or _UUID_RE.match(key):
             raise v.fail(path, "an alias must start with a letter and use only letters, "
@@ -335,7 +342,21 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
             raise v.fail(f"collections.{key}", "differs from alias "
                          f"{lowered[key.lower()]!r} only in case; users would confuse them")
         lowered[key.lower()] = key
-    collections = Collections(aliases=aliases, allow_unlisted=allow_unlisted)
+    if not isinstance(data_access_raw, list):
+        raise v.fail("collections.data_access", "must be a list of collection aliases or "
+                     "UUIDs (the GCSv5 mapped collections)", got=data_access_raw)
+    data_access = []
+    for i, entry in enumerate(data_access_raw):
+        name = str(entry) if isinstance(entry, str) else ""
+        if name in aliases:
+            data_access.append(aliases[name].lower())
+        elif _UUID_RE.match(name):
+            data_access.append(name.lower())
+        else:
+            raise v.fail(f"collections.data_access[{i}]", "expected an alias defined "
+                         "under collections: or a collection UUID", got=entry)
+    collections = Collections(aliases=aliases, allow_unlisted=allow_unlisted,
+                              data_access=tuple(dict.fromkeys(data_access)))
 
     cr = v.mapping(data.get("credentials"), "credentials")
     v.known(cr, "credentials", ("mode", "client_id", "client_secret_file", "token_dir"))

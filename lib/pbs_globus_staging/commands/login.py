@@ -45,9 +45,28 @@ def resolve_collections(cfg: Any, names: List[str]) -> List[str]:
     return out
 
 
+def _previous_collections(token_dir: Path) -> List[str]:
+    """Collections the user's current login consented to, so that logging in
+    again (say, for a collection's policy) does not drop them."""
+    from ..credentials import TOKEN_FILE_NAME, UserTokens
+    try:
+        with open(token_dir / TOKEN_FILE_NAME, encoding="utf-8") as fh:
+            return list(UserTokens.from_json(fh.read(65536)).collections)
+    except (OSError, ValueError):
+        return []
+
+
 def run_login(cfg: Any, *, collections: List[str], flow_manager: Optional[Any] = None,
-              user: Optional[str] = None) -> Path:
-    """The login flow and the token write; returns the token file."""
+              user: Optional[str] = None, policies: List[str] = (),  # type: ignore[assignment]
+              identities: List[str] = (), domains: List[str] = (),  # type: ignore[assignment]
+              mfa: bool = False) -> Path:
+    """The login flow and the token write; returns the token file.
+
+    Consents to the data_access of ``collections``, of the site's
+    ``collections.data_access`` and of what the previous login had; the
+    session requirements (``policies`` ...) come from a job comment that
+    quoted Globus's AuthPolicyFailed.
+    """
     from ..credentials import login_flow, write_user_tokens
     if cfg.credentials.mode == "client":
         raise CliExit(EXIT_USAGE, "login: this site stages data with its own Globus service "
@@ -61,9 +80,16 @@ def run_login(cfg: Any, *, collections: List[str], flow_manager: Optional[Any] =
     if not token_dir.parent.is_dir():
         raise CliExit(EXIT_USAGE, f"login: {token_dir.parent} does not exist; the site keeps "
                                   "tokens there (credentials.token_dir) -- ask the site admin")
+    wanted = (resolve_collections(cfg, collections)
+              + [c.lower() for c in getattr(cfg.collections, "data_access", ())]
+              + _previous_collections(token_dir))
     tokens = login_flow(client_id=cfg.credentials.client_id,
-                        collection_ids=resolve_collections(cfg, collections),
-                        auth_url=cfg.globus.auth_url, flow_manager=flow_manager)
+                        collection_ids=list(dict.fromkeys(wanted)),
+                        auth_url=cfg.globus.auth_url, flow_manager=flow_manager,
+                        session_required_policies=list(policies),
+                        session_required_identities=list(identities),
+                        session_required_single_domain=list(domains),
+                        session_required_mfa=mfa)
     return write_user_tokens(tokens, token_dir=token_dir)
 
 
@@ -74,7 +100,11 @@ def cmd_login(args: Any) -> int:
         # Under sudo the tokens would be root's: the agent would use them for
         # root's jobs, never for the user who typed the command.
         raise CliExit(EXIT_USAGE, "login: run it as yourself, not through sudo")
-    path = run_login(cfg, collections=list(args.collection or []))
+    path = run_login(cfg, collections=list(args.collection or []),
+                     policies=list(getattr(args, "policy", None) or []),
+                     identities=list(getattr(args, "identity", None) or []),
+                     domains=list(getattr(args, "domain", None) or []),
+                     mfa=bool(getattr(args, "mfa", False)))
     emit({"ok": True, "user": caller_name(), "token_file": str(path)}, as_json=args.json,
          text=f"logged in: the staging agent now uses your Globus login ({path}); "
               "held jobs waiting for you resume on its next cycle")

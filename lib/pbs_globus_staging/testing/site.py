@@ -22,6 +22,8 @@ from .pbsdouble.server import PbsServer
 NATIVE_CLIENT = "5e1c0d2a-7b3f-4e8a-9c6d-2f1e0a9b8c7d"
 SITE_COLLECTION = "6a1c5f3e-2b7d-4c1a-9e0f-3d2c1b0a9f8e"
 REMOTE_COLLECTION = "08925f04-569f-11e7-bef8-22000b9a448b"
+# A second remote mapped collection the users' first login did not consent to.
+EAGLE_COLLECTION = "05d2c76a-e867-4f67-aa57-76edeb0beda0"
 
 
 class StagingSite:
@@ -40,6 +42,7 @@ class StagingSite:
         self.user = user or pwd.getpwuid(os.getuid()).pw_name
         self.site_dir = self.root / "site-fs"          # the site's filesystem (its collection)
         self.remote_dir = self.root / "remote-fs"      # the far side (theta-dtn)
+        self.eagle_dir = self.root / "eagle-fs"        # another far side (eagle)
         self.emulator = GlobusEmulator(self.root / "globus", bytes_per_second=bytes_per_second,
                                        active_tasks_per_identity=active_tasks_per_identity)
         self.pbs = PbsServer(self.root / "pbs", exec_dir=self.root / "pbs-exec",
@@ -57,9 +60,11 @@ class StagingSite:
     def start(self) -> "StagingSite":
         self.site_dir.mkdir(parents=True, exist_ok=True)
         self.remote_dir.mkdir(parents=True, exist_ok=True)
+        self.eagle_dir.mkdir(parents=True, exist_ok=True)
         emu = self.emulator.start()
         emu.add_collection("site", collection_id=SITE_COLLECTION, directory=self.site_dir)
         emu.add_collection("theta-dtn", collection_id=REMOTE_COLLECTION, directory=self.remote_dir)
+        emu.add_collection("eagle", collection_id=EAGLE_COLLECTION, directory=self.eagle_dir)
         emu.add_native_client(client_id=NATIVE_CLIENT)
         self.identity_id = self.add_user(self.user)
         self.pbs.install_commands()
@@ -70,18 +75,23 @@ class StagingSite:
 
     def add_user(self, user: str) -> str:
         """A Globus identity for ``user``, access to their own areas, and the
-        token file ``globus-staging login`` would have written."""
-        from ..credentials import UserTokens, write_user_tokens
+        token file ``globus-staging login --collection site --collection
+        theta-dtn`` would have written (no consent for eagle)."""
+        from ..credentials import UserTokens, login_scope, write_user_tokens
         emu = self.emulator
         ident = emu.add_identity(user)
-        emu.grant(ident, SITE_COLLECTION, f"/{user}/")
-        emu.grant(ident, REMOTE_COLLECTION, f"/{user}/")
-        (self.site_dir / user).mkdir(parents=True, exist_ok=True)
-        (self.remote_dir / user).mkdir(parents=True, exist_ok=True)
-        tokens = emu.issue_tokens(ident, client_id=NATIVE_CLIENT)
+        for coll, directory in ((SITE_COLLECTION, self.site_dir),
+                                (REMOTE_COLLECTION, self.remote_dir),
+                                (EAGLE_COLLECTION, self.eagle_dir)):
+            emu.grant(ident, coll, f"/{user}/")
+            (directory / user).mkdir(parents=True, exist_ok=True)
+        consented = (SITE_COLLECTION, REMOTE_COLLECTION)
+        tokens = emu.issue_tokens(ident, client_id=NATIVE_CLIENT,
+                                  scope=str(login_scope(consented)))
         self.token_dir(user).parent.mkdir(parents=True, exist_ok=True)
         write_user_tokens(UserTokens(client_id=NATIVE_CLIENT,
                                      refresh_token=tokens["refresh_token"],
+                                     scope=tokens["scope"], collections=consented,
                                      created_at=int(time.time())),
                           token_dir=self.token_dir(user))
         return ident
@@ -94,7 +104,7 @@ class StagingSite:
             "site": {"collection": SITE_COLLECTION, "name": "Demo HPC",
                      "roots": [f"{self.site_dir}/{{user}}/"],
                      "collection_root": f"{self.site_dir}/"},
-            "collections": {"theta-dtn": REMOTE_COLLECTION},
+            "collections": {"theta-dtn": REMOTE_COLLECTION, "eagle": EAGLE_COLLECTION},
             "credentials": {"mode": "user", "client_id": NATIVE_CLIENT,
                             "token_dir": str(self.root / "tokens" / "{user}")},
             "globus": {"transfer_url": self.emulator.url + "/",
