@@ -232,8 +232,8 @@ def test_token_dir_template_forms():
 
 
 class _EmulatedBrowser(LoginFlowManager):
-    """Stands in for the browser step: records what the flow asked for and
-    completes it with tokens the emulator issues (it has no authorize page)."""
+    """The browser step: opens the authorize URL on the emulator's Globus Auth,
+    picks the identity, and exchanges the code the page shows (PKCE)."""
 
     def __init__(self, emu, identity_id, login_client):
         super().__init__(login_client, request_refresh_tokens=True)
@@ -241,13 +241,13 @@ class _EmulatedBrowser(LoginFlowManager):
         self.asked: list[str] = []
 
     def run_login_flow(self, auth_parameters):
+        from pbs_globus_staging.testing.browser import follow_login_url
+
         self.asked = list(auth_parameters.required_scopes)
-        url = self._get_authorize_url(auth_parameters, "https://example.org/cb")
+        url = self._get_authorize_url(auth_parameters, self.emu.url + "/v2/web/auth-code")
         assert "access_type=offline" in url  # refresh tokens were requested
-        toks = self.emu.issue_tokens(self.identity_id, client_id=self.login_client.client_id,
-                                     scope=self.asked[0])
-        # Exchange through the real token endpoint so the answer has the SDK's shape.
-        return self.login_client.oauth2_refresh_token(toks["refresh_token"])
+        code = follow_login_url(url, self.emu._identities[self.identity_id].username)
+        return self.login_client.oauth2_exchange_code_for_tokens(code)
 
 
 def test_login_flow_asks_for_data_access_and_writes_0600(site: Site, tmp_path):

@@ -39,11 +39,15 @@ def test_scenario_c_expired_credential_resumes_same_task(site):
 
 
 def test_consent_required_at_submission_then_same_submission_id(site):
-    remote_file(site, "in/a.dat")
-    site.emulator.require_consent(site.identity_id, REMOTE_COLLECTION)
-    job = site.submit("-l", stagein_arg(site, "in/a.dat", "in/a.dat"))
+    from pbs_globus_staging.testing.browser import cli_login
+    from pbs_globus_staging.testing.site import EAGLE_COLLECTION
+
+    path = site.eagle_dir / site.user / "in" / "a.dat"    # the login has no consent for eagle
+    path.parent.mkdir(parents=True)
+    path.write_text("data\n")
+    job = site.submit("-l", f"stagein_globus={local(site, 'in/a.dat')}@eagle:~/{site.user}/in/a.dat")
     site.run_until(lambda: request_state(site, job) == "user-action", schedule=False)
-    assert "login" in comment(site, job) and REMOTE_COLLECTION in comment(site, job)
+    assert "login" in comment(site, job) and EAGLE_COLLECTION in comment(site, job)
     assert tasks_for(site, job) == []
     j = site.journal()
     try:
@@ -51,7 +55,9 @@ def test_consent_required_at_submission_then_same_submission_id(site):
         first_submission = t.submission_id
     finally:
         j.close()
-    site.emulator.give_consent(site.identity_id, REMOTE_COLLECTION)
+    login = cli_login(str(site.config_path), site.user, ["--collection", "eagle"],
+                      env=site.env())
+    assert login.returncode == 0, login.stderr
     site.run_until(lambda: site.job_state(job) == "F", timeout=60)
     (task,) = tasks_for(site, job)
     assert task.submission_id == first_submission

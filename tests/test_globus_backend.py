@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from pbs_globus_staging.backend import Outcome, TransferItem
-from pbs_globus_staging.credentials import ClientCredentialsProvider
+from pbs_globus_staging.credentials import ClientCredentialsProvider, login_scope
 from pbs_globus_staging.errors import FatalError, RetryableError, WaitingForUser
 from pbs_globus_staging.globus_backend import GlobusBackend, sanitize_label
 
@@ -117,16 +117,17 @@ def test_inactive_task_is_waiting_for_user(site: Site):
 
 
 def test_consent_required_at_submit(site: Site):
-    provider, _ = site.user_provider()
+    # The login consented to the source collection only.
+    provider, _ = site.user_provider(scope=str(login_scope([site.src_id])))
     backend = site.backend(provider)
-    site.emu.require_consent(site.identity_id, site.dst_id)
     site.write_src("in/a.dat")
     with pytest.raises(WaitingForUser) as err:
         backend.submit(USER, site.spec(backend.new_submission_id(USER)))
     assert err.value.code == "ConsentRequired"
     assert err.value.action == f"globus-staging login --collection {site.dst_id.lower()}"
     assert site.emu.tasks == {}
-    site.emu.give_consent(site.identity_id, site.dst_id)
+    provider, _ = site.user_provider(cache="again.db")     # logged in again, with both
+    backend = site.backend(provider)
     assert backend.submit(USER, site.spec(backend.new_submission_id(USER))).task_id
     backend.close()
 
