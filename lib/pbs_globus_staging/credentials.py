@@ -516,8 +516,9 @@ def login_scope(collection_ids: t.Iterable[str] = ()) -> Scope:
 
     ``urn:globus:auth:scope:transfer.api.globus.org:all[*https://auth.globus.org/scopes/<C>/data_access ...]``
     -- what GCSv5 mapped collections need (Transfer answers ConsentRequired
-    without it).  Marked optional so that a non-GCSv5 collection in the list
-    does not break the whole login.
+    without it).  Marked optional as globus-sdk's
+    ``TransferClient.add_app_data_access_scope`` does; only for mapped, non
+    high-assurance collections (any other is an "Unknown Scope" to Globus Auth).
     """
     ids = []
     for cid in collection_ids:

@@ -559,6 +559,8 @@ def to_hook_config(cfg: SiteConfig) -> Dict[str, Any]:
     the path of the client secret file)."""
     coll: Dict[str, Any] = dict(cfg.collections.aliases)
     coll["allow_unlisted"] = cfg.collections.allow_unlisted
+    if cfg.collections.data_access:
+        coll["data_access"] = list(cfg.collections.data_access)
     return {
         "format": HOOK_CONFIG_FORMAT,
         "source": cfg.source,

@@ -112,7 +112,10 @@ def consented_collections(scope: str) -> set:
 def grant_scope(emu: "GlobusEmulator", scope: str) -> str:
     """The scope Globus Auth would grant for ``scope``: a dependent data_access
     scope of a collection that has none (unknown, guest, high assurance) is an
-    unknown scope -- an error, unless marked optional ("*"), then left out."""
+    unknown scope, optional ("*") or not -- globus-sdk's
+    ``add_app_data_access_scope`` marks them optional and still warns of
+    "Unknown Scope" errors for such collections.  ("*" lets the user decline
+    the consent; the emulator's picker always grants.)"""
     from .api import OAuthError
 
     granted = []
@@ -126,8 +129,6 @@ def grant_scope(emu: "GlobusEmulator", scope: str) -> str:
             m = DATA_ACCESS_RE.match(dep)
             coll = emu._collections.get(m.group(1).lower()) if m else None
             if m and (coll is None or not needs_data_access(coll)):
-                if optional:
-                    continue
                 raise OAuthError(400, "invalid_scope", f"Unknown scope: {dep}")
             keep.append(("*" if optional else "") + dep)
         granted.append(f"{base}[{' '.join(keep)}]" if keep else base)

@@ -104,7 +104,9 @@ class StagingSite:
             "site": {"collection": SITE_COLLECTION, "name": "Demo HPC",
                      "roots": [f"{self.site_dir}/{{user}}/"],
                      "collection_root": f"{self.site_dir}/"},
-            "collections": {"theta-dtn": REMOTE_COLLECTION, "eagle": EAGLE_COLLECTION},
+            # Both GCSv5 mapped collections; eagle is one the site did not list.
+            "collections": {"theta-dtn": REMOTE_COLLECTION, "eagle": EAGLE_COLLECTION,
+                            "data_access": [SITE_COLLECTION, "theta-dtn"]},
             "credentials": {"mode": "user", "client_id": NATIVE_CLIENT,
                             "token_dir": str(self.root / "tokens" / "{user}")},
             "globus": {"transfer_url": self.emulator.url + "/",
