@@ -60,7 +60,7 @@ def main(*, workdir: Optional[str] = None, keep: bool = False) -> int:
         _say(f"  Globus emulator: {site.emulator.url} (real globus-sdk over HTTP)")
         _say(f"  job owner: {site.user}")
         ok = _scenario_a(site) & _scenario_b(site) & _scenario_c(site)
-        ok &= _scenario_d(site) & _scenario_e(site)
+        ok &= _scenario_d(site) & _scenario_e(site) & _scenario_f(site)
         _banner("Alerts sent (through sendmail)")
         for msg in sorted(outbox.glob("*.eml")):
             head = {}
@@ -212,6 +212,41 @@ def _scenario_e(site: StagingSite) -> bool:
     _show(site, job)
     return site.resource(job, "globus_stage_tasks") == task_id and \
         len(site.emulator.tasks) and site.job_state(job) in ("R", "F")
+
+
+def _scenario_f(site: StagingSite) -> bool:
+    _banner("Scenario F: Globus wants consent for a collection; the user logs in by the URL")
+    import re
+
+    from .testing.browser import cli_login
+    from .testing.site import EAGLE_COLLECTION
+    u = site.user
+    src = site.eagle_dir / u / "f-inputs" / "f.dat"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_text("from eagle\n")
+    local = f"{site.site_dir}/{u}/run-f/f.dat"
+    args = ["-l", f"stagein_globus={local}@eagle:~/{u}/f-inputs/f.dat"]
+    _say(f"$ qsub {' '.join(args)} compute.sh   (eagle: a GCSv5 mapped collection the "
+         "user's login has no data_access consent for)")
+    job = site.submit(*args, script="#!/bin/sh\ntrue\n")
+    site.run_until(lambda: _request_state(site, job, "in") == "user-action", timeout=30,
+                   schedule=False)
+    comment = site.qstat(job).get("comment", "")
+    _say(f"  {job}: state {site.job_state(job)}; comment: {comment}")
+    m = re.search(r"run (globus-staging login[^:]*)", comment)
+    command = m.group(1).split() if m else ["globus-staging", "login"]
+    _say(f"$ {' '.join(command)}")
+    proc = cli_login(str(site.config_path), u, command[2:], env=site.env())
+    for line in proc.stdout.splitlines():
+        if line.strip() and set(line.strip()) != {"-"}:
+            _say(f"  | {line.strip()[:150]}")
+    _say(f"  (the user opened that URL, chose the identity {u!r} on the login page and "
+         "pasted the code it showed)")
+    site.run_until(lambda: site.job_state(job) in ("R", "F"), timeout=60)
+    _show(site, job)
+    arrived = Path(local).is_file() and Path(local).read_text() == "from eagle\n"
+    return (proc.returncode == 0 and EAGLE_COLLECTION in " ".join(command) and arrived
+            and site.job_state(job) in ("R", "F"))
 
 
 def _request_state(site: StagingSite, job_id: str, direction: str) -> str:
