@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .engine import Engine, normalize, PathRefused
-from .model import (ACTIVE, FAILED, INACTIVE, SUCCEEDED, TRANSFER_RS, TRANSFER_SCOPE,
+from .model import (ACTIVE, FAILED, INACTIVE, SUCCEEDED, TRANSFER_RS,
                     AccessToken, Call, Client, Collection, Grant, Identity, Item,
                     RefreshToken, Task)
 
