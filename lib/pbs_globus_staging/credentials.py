@@ -434,7 +434,7 @@ class ClientCredentialsProvider:
             return (
                 f"ask the site admin: collection(s) {', '.join(collections) or '?'} "
                 "require a Globus login session the staging client "
-                f"{self.client_id} cannot have (authentication policy{session_flags(**session)})"
+                f"{self.client_id} cannot have (Globus asks for:{session_flags(**session)})"
             )
         if collections:
             return (

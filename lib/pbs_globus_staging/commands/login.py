@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from . import EXIT_OK, EXIT_USAGE, CliExit, caller_name, emit
 
@@ -57,8 +57,8 @@ def _previous_collections(token_dir: Path) -> List[str]:
 
 
 def run_login(cfg: Any, *, collections: List[str], flow_manager: Optional[Any] = None,
-              user: Optional[str] = None, policies: List[str] = (),  # type: ignore[assignment]
-              identities: List[str] = (), domains: List[str] = (),  # type: ignore[assignment]
+              user: Optional[str] = None, policies: Sequence[str] = (),
+              identities: Sequence[str] = (), domains: Sequence[str] = (),
               mfa: bool = False) -> Path:
     """The login flow and the token write; returns the token file.
 
