@@ -261,3 +261,49 @@ def test_cli_login_for_a_collection_policy_then_the_job_runs(tmp_path):
         assert_invariants(site)
     finally:
         site.stop()
+
+
+# -- globus-staging check: the collection documents against collections.data_access ---
+
+
+def _client_cfg(site: Site, tmp_path, **collections):
+    from pbs_globus_staging.siteconfig import from_dict
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cid, secret = site.emu.add_client(site.identity_id)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    state = tmp_path / "agent-state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    return from_dict({
+        "collections": collections,
+        "credentials": {"mode": "client", "client_id": cid,
+                        "client_secret_file": str(secret_file)},
+        "globus": {"transfer_url": site.url, "auth_url": site.url, "max_retries": 0},
+        "journal": {"path": str(state / "journal.sqlite")},
+        "policy": [{"users": ["*"], "allow": ["src:/{user}/"]}],
+    }, source="site.yaml")
+
+
+def test_check_compares_collection_documents_with_data_access(site: Site, tmp_path):
+    from pbs_globus_staging.commands.check import Checks, check_globus
+
+    guest = site.emu.add_collection("guest", entity_type="GCSv5_guest_collection")
+    site.emu.grant(site.identity_id, guest, "/")
+    c = Checks()
+    check_globus(c, _client_cfg(site, tmp_path / "a", src=site.src_id, dst=site.dst_id,
+                                guest=guest, data_access=["src"]))
+    rows = {i["check"]: i for i in c.items}
+    assert rows["Globus login"]["status"] == "ok"
+    assert rows[f"collection {site.src_id}"]["status"] == "ok"
+    assert rows[f"collection {site.dst_id}"]["status"] == "WARN"
+    assert "not listed under collections.data_access" in rows[f"collection {site.dst_id}"]["detail"]
+    assert rows[f"collection {guest}"]["status"] == "ok"
+
+    c = Checks()   # a guest collection listed: Globus Auth refuses the whole token
+    check_globus(c, _client_cfg(site, tmp_path / "b", src=site.src_id, guest=guest,
+                                data_access=["guest"]))
+    login = next(i for i in c.items if i["check"] == "Globus login")
+    assert login["status"] == "FAIL" and "invalid_scope" in login["detail"]
+    assert "remove it" in login["fix"] and c.failed

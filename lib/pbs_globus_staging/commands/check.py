@@ -271,9 +271,44 @@ def check_globus(c: Checks, cfg: Any) -> None:
             backend.credentials.authorizer("site").get_authorization_header()
             c.add(OK, "Globus login", "the site client gets a Transfer token")
         except StagingError as exc:
-            c.add(FAIL, "Globus login", str(exc), "check client_id and the secret file")
+            fix = ("a collection under collections.data_access has no data_access scope "
+                   "(only GCSv5 mapped, non-high-assurance ones have): remove it"
+                   if "invalid_scope" in str(exc) else "check client_id and the secret file")
+            c.add(FAIL, "Globus login", str(exc), fix)
+            return
         except Exception as exc:  # the SDK's own errors: one line, no secrets
             c.add(FAIL, "Globus login", type(exc).__name__, "check client_id and the secret")
+            return
+        check_data_access(c, cfg, backend)
+
+
+def check_data_access(c: Checks, cfg: Any, backend: Any) -> None:
+    """Each named collection's Transfer endpoint document against
+    ``collections.data_access``: GCSv5 mapped and not high assurance means a
+    data_access scope (globus-sdk's "detecting data_access" rule)."""
+    from ..errors import StagingError
+    named = dict.fromkeys([str(v).lower() for v in cfg.collections.aliases.values()]
+                          + ([cfg.site.collection.lower()] if cfg.site.collection else []))
+    listed = set(cfg.collections.data_access)
+    for cid in named:
+        try:
+            doc = backend._call("site", "get_endpoint", lambda tc, cid=cid: tc.get_endpoint(cid))
+        except StagingError as exc:
+            c.add(WARN, f"collection {cid}", f"cannot read its endpoint document ({exc})",
+                  "check the collection id and the client's access")
+            continue
+        kind, ha = doc.get("entity_type"), doc.get("high_assurance")
+        needs = kind == "GCSv5_mapped_collection" and ha is False
+        if needs and cid not in listed:
+            c.add(WARN, f"collection {cid}", f"{kind}, not high assurance, not listed under "
+                  "collections.data_access", "add it (else its first transfer of each agent "
+                  "cache is refused once, and user logins lack its consent)")
+        elif not needs and cid in listed:
+            c.add(FAIL, f"collection {cid}", f"{kind}, high_assurance={ha}: it has no "
+                  "data_access scope", "remove it from collections.data_access")
+        else:
+            c.add(OK, f"collection {cid}", f"{kind}, high_assurance={ha}"
+                  + (", data_access listed" if needs else ""))
 
 
 def check_files(c: Checks, cfg: Any) -> None:
