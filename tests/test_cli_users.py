@@ -182,13 +182,16 @@ def test_login_writes_the_token_file_and_held_jobs_resume(tmp_path, capsys):
         assert "to fix: globus-staging login" in site.timeline(job)
 
         class Browser(LoginFlowManager):
-            """The browser step: the emulator issues what Globus Auth would."""
+            """The browser step: follow the URL on the emulator's login page."""
 
             def run_login_flow(self, auth_parameters):
+                from pbs_globus_staging.testing.browser import follow_login_url
+
                 self.asked = list(auth_parameters.required_scopes)
-                toks = site.emulator.issue_tokens(site.identity_id, client_id=NATIVE_CLIENT,
-                                                  scope=self.asked[0])
-                return self.login_client.oauth2_refresh_token(toks["refresh_token"])
+                url = self._get_authorize_url(auth_parameters,
+                                              site.emulator.url + "/v2/web/auth-code")
+                code = follow_login_url(url, site.user)
+                return self.login_client.oauth2_exchange_code_for_tokens(code)
 
         cfg = cli.load_site(str(site.config_path))
         browser = Browser(globus_sdk.NativeAppAuthClient(NATIVE_CLIENT,
