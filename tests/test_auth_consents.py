@@ -21,7 +21,7 @@ from globus_setup import USER, Site, site  # noqa: F401
 from pbs_globus_staging.credentials import (ClientCredentialsProvider, UserTokens,
                                             login_scope)
 from pbs_globus_staging.errors import WaitingForUser
-from pbs_globus_staging.testing.browser import cli_login, follow_login_url
+from pbs_globus_staging.testing.browser import LoginPageError, cli_login, follow_login_url
 from pbs_globus_staging.testing.invariants import assert_invariants
 from pbs_globus_staging.testing.site import EAGLE_COLLECTION, REMOTE_COLLECTION
 
@@ -202,6 +202,12 @@ def test_authorize_page_checks_pkce_and_redirect(site: Site):
     with pytest.raises(urllib.error.HTTPError) as http:
         urllib.request.urlopen(bad, timeout=5)
     assert http.value.code == 400
+    # session_required_identities: only that identity may log in
+    bob = site.emu.add_identity("bob@example.org")
+    url = client.oauth2_get_authorize_url(session_required_identities=[bob])
+    with pytest.raises(LoginPageError, match=r"offered: \['bob@example.org'\]"):
+        follow_login_url(url, "alice@example.org")
+    assert follow_login_url(url, "bob@example.org")
 
 
 def test_cli_login_follows_the_printed_url_and_the_job_runs(tmp_path):
