@@ -61,7 +61,7 @@ def test_whole_life_in_text_and_json_then_status_and_check(site):
 
     text = site.cli("show", job).stdout
     assert text.startswith(f"job {job}  owner {site.user}")
-    assert f"Globus task {in_task}: succeeded  1/1 files  6.0 KB" in text
+    assert f"Globus task {in_task}: succeeded  1/1 files  5.9 KiB" in text
     assert f"Globus task {out_task}: succeeded" in text
     assert "alerts sent: stagein_succeeded (done-log/log)" in text
     for word in life:

@@ -92,7 +92,7 @@ def test_progress_text_has_no_commas():
     text = decide.progress_text(files=30, files_done=12, bytes_done=12_345_678, rate=1.5e6,
                                 nice_status="CONNECT_FAILED", task_id="0123456789abcdef")
     assert "," not in text
-    assert text.startswith("40% 12/30 files 12.3 MB at 1.5 MB/s (CONNECT_FAILED) task 01234567")
+    assert text.startswith("40% 12/30 files 11.8 MiB at 1.4 MiB/s (CONNECT_FAILED) task 01234567")
 
 
 def test_stageout_when():

@@ -67,7 +67,7 @@ def test_durations(text, seconds):
 def test_duration_errors():
     assert cfg_error({"agent": {"poll_interval": "abc"}}) == (
         "site.yaml: agent.poll_interval: must be a positive number of seconds or a duration "
-        "like 30s, 10m, 2h, 7d (got 'abc')")
+        "like 30s, 10m, 1.5h, 1h30m, 7d, 1w (got 'abc')")
     assert "agent.cycle_budget: must be a positive number" in \
         cfg_error({"agent": {"cycle_budget": 0}})
     assert "(got True)" in cfg_error({"agent": {"poll_interval": True}})
@@ -193,7 +193,7 @@ def test_validation_error_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load(str(p))
     assert str(ei.value) == (f"{p}: agent.poll_interval: must be a positive number of seconds "
-                             "or a duration like 30s, 10m, 2h, 7d (got 'abc')")
+                             "or a duration like 30s, 10m, 1.5h, 1h30m, 7d, 1w (got 'abc')")
 
 
 def test_empty_file_is_all_defaults(tmp_path):

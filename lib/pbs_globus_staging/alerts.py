@@ -28,6 +28,7 @@ import urllib.parse
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
+from . import units
 from .errors import ConfigError
 from .mail import MailSettings, parse_mail_settings, redact, valid_address
 
@@ -147,9 +148,6 @@ PLACEHOLDERS = ("job_id", "kind", "owner", "user", "queue", "project", "bytes", 
                 "task_id", "link", "message", "action", "time", "rule", "key")
 _PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_DURATION_RE = re.compile(r"^(?:\d+[smhd])+$")
-_DURATION_PART_RE = re.compile(r"(\d+)([smhd])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TASK_ID_RE = re.compile(r"^[0-9A-Za-z-]{1,64}$")
 MIN_REPEAT = 60.0
 
@@ -242,18 +240,12 @@ DEFAULT_RULES: tuple[Mapping[str, Any], ...] = (
 
 
 def parse_duration(value: Any) -> float:
-    """``90`` (seconds), ``"30m"``, ``"6h"``, ``"1d"``, ``"1h30m"`` -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError
-        return float(value)
-    if isinstance(value, str) and _DURATION_RE.match(value.strip()):
-        seconds = sum(int(n) * _UNIT[u] for n, u in _DURATION_PART_RE.findall(value))
-        if seconds > 0:
-            return float(seconds)
-    raise ValueError
+    """Seconds, > 0, from the site's one duration grammar (``units``): ``90``,
+    ``"30m"``, ``"1.5h"``, ``"1h30m"``, ``"1w"``.  ValueError otherwise."""
+    seconds = units.parse_duration(value)
+    if seconds <= 0:
+        raise units.DurationError(value)
+    return seconds
 
 
 def parse_rules(data: Any, *, source: str) -> AlertConfig:
@@ -286,8 +278,8 @@ def parse_rules(data: Any, *, source: str) -> AlertConfig:
             try:
                 seconds = parse_duration(data[key])
             except ValueError:
-                raise err(key, f"{data[key]!r} is not a duration (expected like 30s, 10m, 6h, 1d)"
-                          ) from None
+                raise err(key, f"{data[key]!r} is not a duration (expected "
+                          f"{units.DURATION_FORM})") from None
             if not lo <= seconds <= hi:
                 raise err(key, f"{data[key]!r} is out of range ({lo:g} s to {hi:g} s)")
             kw[key] = seconds
@@ -424,7 +416,7 @@ def _parse_rule(raw: Any, i: int, err: Callable[[str, str], ConfigError], *,
             repeat = parse_duration(raw["repeat"])
         except ValueError:
             raise err(f"{where}.repeat", f"{raw['repeat']!r} is not a duration "
-                      "(expected like 30m, 6h, 1d)") from None
+                      f"(expected {units.DURATION_FORM})") from None
         if repeat < MIN_REPEAT:
             raise err(f"{where}.repeat", f"{raw['repeat']!r} is too short (at least 1m)")
     return Rule(name=name, on=frozenset(kinds), do=tuple(actions), when=when,
@@ -543,12 +535,7 @@ def _fmt_time(t: float | None) -> str:
 
 
 def _fmt_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} bytes"  # pragma: no cover
+    return units.human_bytes(n)  # the same text as the job comment's progress
 
 
 def task_link(task_id: str) -> str:

@@ -12,7 +12,7 @@ import functools
 import time
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from . import states
+from . import states, units
 
 # Request states kept in the journal (one per job and direction).
 WAITING_EXIT = "waiting-exit"  # a stage-out whose job has not ended yet
@@ -218,12 +218,7 @@ def short(task_id: str) -> str:
     return task_id[:8]
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} PB"
+human_bytes = units.human_bytes  # one byte format: comments, mail, CLI views
 
 
 def progress_text(*, files: int, files_done: int, bytes_done: int, rate: float,

@@ -6,7 +6,7 @@ with ``from_hook_config``, through the same validation as the YAML file.
 
 Every error is a ``ConfigError`` naming the file and the key path, e.g.
 ``site.yaml: agent.poll_interval: must be a positive number of seconds or a
-duration like 30s, 10m, 2h, 7d (got 'abc')``.  Unknown keys are errors: a
+duration like 30s, 10m, 1.5h, 1h30m, 7d, 1w (got 'abc')``.  Unknown keys are errors: a
 typo must not silently do nothing.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from . import units
 from .errors import ConfigError
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
 HOOK_CONFIG_FORMAT = 1
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
-_DURATION_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*\Z")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,8 +230,8 @@ class _V:
         if secs is None or secs < 0 or (secs == 0 and not allow_zero):
             kind = "a number of seconds (0 or more)" if allow_zero else \
                 "a positive number of seconds"
-            raise self.fail(path, f"must be {kind} or a duration like 30s, 10m, 2h, 7d",
-                            got=value)
+            raise self.fail(path, f"must be {kind} or a duration like "
+                            f"{units.DURATION_EXAMPLES}", got=value)
         return secs
 
     def strings(self, value: Any, path: str) -> Tuple[str, ...]:
@@ -251,16 +250,11 @@ class _V:
 
 
 def parse_duration(value: Any) -> Optional[float]:
-    """Seconds from a number or '30s', '10m', '2h', '7d', '1w'; None if invalid."""
-    if isinstance(value, bool):
+    """Seconds from the one duration grammar (``units.parse_duration``); None if invalid."""
+    try:
+        return units.parse_duration(value)
+    except units.DurationError:
         return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    return None
 
 
 def _template(v: _V, value: Any, path: str, *, directory: bool) -> str:
