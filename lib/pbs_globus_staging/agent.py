@@ -20,7 +20,7 @@ import os
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import decide, states
+from . import decide, siteconfig, states
 from .backend import Outcome, TaskReport, TransferBackend, TransferItem, TransferSpec
 from .decide import JobView, RequestStatus
 from .errors import FatalError, RequestError, RetryableError, StagingError, WaitingForUser
@@ -28,6 +28,7 @@ from .journal import ItemSpec
 from .pbsctl import JobGone, PbsCommands
 
 log = logging.getLogger("pbs_globus_staging.agent")
+_AGENT_DEFAULTS = siteconfig.AgentSettings()
 
 # Transfer rows (journal) by Globus status.
 T_NEW, T_ACTIVE, T_INACTIVE = "new", "active", "inactive"
@@ -106,8 +107,9 @@ class Agent:
         self.stats = CycleStats()
 
     # ------------------------------------------------------------------ config
-    def _agent(self, name: str, default: object) -> object:
-        return getattr(getattr(self.cfg, "agent", None), name, default)
+    def _agent(self, name: str) -> object:
+        # Every default lives once, in siteconfig.AgentSettings; a name not there fails.
+        return getattr(getattr(self.cfg, "agent", None), name, getattr(_AGENT_DEFAULTS, name))
 
     def identity_for(self, owner: str) -> str:
         mode = getattr(getattr(self.cfg, "credentials", None), "mode", "user")
@@ -116,9 +118,10 @@ class Agent:
     # --------------------------------------------------------------------- run
     def run(self, *, budget: Optional[float] = None) -> CycleStats:
         """One bounded agent run: a full pass, then polls until the budget ends."""
-        budget = float(budget if budget is not None else (self._agent("cycle_budget", None) or 15))
-        interval = float(self._agent("poll_interval", 2))
-        rescan = max(interval, float(self._agent("rescan_interval", 10)))
+        budget = float(budget if budget is not None
+                       else (self._agent("cycle_budget") or siteconfig.STANDALONE_CYCLE_BUDGET))
+        interval = float(self._agent("poll_interval"))
+        rescan = max(interval, float(self._agent("rescan_interval")))
         cpu0 = time.process_time()
         start = self.clock()
         self.stats = CycleStats(started=start)
@@ -183,7 +186,7 @@ class Agent:
     def full_pass(self) -> None:
         """Everything a cycle does; safe to repeat at any point."""
         self.stats.passes += 1
-        self._progress_left = int(self._agent("max_progress_comments", 200))
+        self._progress_left = int(self._agent("max_progress_comments"))
         now = self.clock()
         views = self._read_pbs()
         if views is not None:
@@ -209,7 +212,7 @@ class Agent:
         j.mark_settled_jobs_gone(seen_before=now, final_states=decide.FINAL, now=now)
         last = float(j.get_meta("last_prune") or 0)
         if now - last >= 86400 and not self._out_of_time():
-            removed = j.prune(older_than_days=float(self._agent("history_days", 30)), now=now)
+            removed = j.prune(older_than_days=float(self._agent("history_days")), now=now)
             j.set_meta("last_prune", str(now))
             if any(removed.values()):
                 action_log("prune", **{k: v for k, v in removed.items() if v})
@@ -229,7 +232,7 @@ class Agent:
             self._alert("globus_unreachable", None, key="globus_unreachable:" + down,
                         message="Globus has not answered since "
                                 + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(down))))
-        slow_after = float(self._agent("slow_after", 3600))
+        slow_after = float(self._agent("slow_after"))
         for t in j.transfers(status=(T_ACTIVE,)):
             since = t.last_progress or t.submitted
             if since and now - since >= slow_after:
@@ -266,7 +269,7 @@ class Agent:
             action_log("pbs_unreachable", reason=str(exc))
             return None
         views = {}
-        ahead = int(self._agent("stage_ahead", 0) or 0)
+        ahead = int(self._agent("stage_ahead"))
         waiting: Dict[str, List[Tuple[int, float, str]]] = {}
         for job_id, attrs in raw.items():
             res = attrs.get("Resource_List") or {}
@@ -388,7 +391,7 @@ class Agent:
                     row.request_id)
 
         pending.sort(key=order)
-        max_items = int(self._agent("batch_max_items", 100))
+        max_items = int(self._agent("batch_max_items"))
         free = self._free_slots({row.identity for row in pending})
         # Resolving a request costs a parse and a policy check: do it only for
         # the requests that can get a slot now (at 10,000 waiting jobs this is
@@ -396,7 +399,7 @@ class Agent:
         capacity = {ident: slots * max_items for ident, slots in free.items()}
         items: List[decide.PendingItem] = []
         cut = False
-        window = float(self._agent("batch_window", 0) or 0)
+        window = float(self._agent("batch_window"))
         for row in pending:
             if self._out_of_time():
                 cut = True
@@ -451,7 +454,7 @@ class Agent:
     def _plan_one(self, row: object, now: float, items: list,
                   capacity: Dict[str, int]) -> None:
         view = self._views.get(row.job_id)
-        ahead = int(self._agent("stage_ahead", 0) or 0)
+        ahead = int(self._agent("stage_ahead"))
         if ahead and row.direction == "in" and \
                 self._queue_rank.get(row.job_id, ahead) >= ahead:
             return   # not near the front of its queue yet: keep scratch free
@@ -496,7 +499,7 @@ class Agent:
         return json.dumps(fields, sort_keys=True)
 
     def _free_slots(self, identities: Iterable[str]) -> Dict[str, int]:
-        limit = int(self._agent("max_tasks_per_identity", 3) or 0)
+        limit = int(self._agent("max_tasks_per_identity"))
         free = {}
         for ident in identities:
             if limit <= 0:
@@ -546,7 +549,7 @@ class Agent:
                     return parsed.resolve(now=dt.datetime.fromtimestamp(now, dt.timezone.utc)).isoformat()
             except RequestError:
                 pass
-        default = self._agent("default_deadline", 7 * 86400)
+        default = self._agent("default_deadline")
         try:
             secs = float(default)  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -638,7 +641,7 @@ class Agent:
         calls = getattr(self.backend, "calls", None)
         if not isinstance(calls, Mapping):
             return True
-        rate = float(self._agent("api_rate", 10))
+        rate = float(self._agent("api_rate"))
         allowed = rate * max(1.0, self.clock() - self._api_start) + rate
         return calls.get(identity, 0) + 2 <= allowed
 
@@ -700,7 +703,7 @@ class Agent:
         """Scenario D and dedup: the same request from the same identity is
         already being (or was just) transferred -- wait on that transfer."""
         j = self.journal
-        grace = float(self._agent("orphan_grace", 3600))
+        grace = float(self._agent("orphan_grace"))
         for other in j.find_requests_by_key(row.request_key):
             if other.request_id == row.request_id or other.identity != row.identity:
                 continue
@@ -806,7 +809,7 @@ class Agent:
             since = t.fault_since or now
             fields["fault_since"] = since
             fields["fatal_code"] = report.fatal_code
-            window = float(self._agent("fatal_fault_window", 600))
+            window = float(self._agent("fatal_fault_window"))
             if decide.fault_expired(fault_since=since, now=now, window=window):
                 text = self._explain(t) or report.message or report.fatal_code
                 try:
@@ -918,11 +921,11 @@ class Agent:
             return None
         if new == req.state:
             return req.job_id
-        retries = int(self._agent("stageout_retries", 3))
+        retries = int(self._agent("stageout_retries"))
         if new == decide.FAILED and req.direction == "out" and (req.attempts or 0) < retries:
             # A failed stage-out is retried with a fresh transfer after a growing
             # wait -- never silently dropped: each retry is in the job's history.
-            delay = float(self._agent("retry_delay", 60)) * 2 ** (req.attempts or 0)
+            delay = float(self._agent("retry_delay")) * 2 ** (req.attempts or 0)
             with j.transaction():
                 j.retire_failed_items(request_id)
                 j.set_request_state(request_id, decide.PENDING, message=msg,
@@ -974,7 +977,7 @@ class Agent:
 
     def _apply_stagein(self, views: Iterable[JobView]) -> None:
         j = self.journal
-        policy = str(self._agent("stagein_failure", "hold"))
+        policy = str(self._agent("stagein_failure"))
         views = [v for v in views if v.stagein is not None]
         # Two queries for all jobs instead of several per job.
         reqs = {r.job_id: r for r in j.requests_for_jobs(v.job_id for v in views)
@@ -1092,8 +1095,8 @@ class Agent:
         """After a job ends: decide and start its stage-out (default only after
         exit status 0, as the seed's afterok)."""
         j = self.journal
-        default_when = str(self._agent("stageout_when", "ok"))
-        budget = int(self._agent("max_history_lookups", 50))
+        default_when = str(self._agent("stageout_when"))
+        budget = int(self._agent("max_history_lookups"))
         for req in j.requests(state=(decide.WAITING_EXIT,), direction="out"):
             with self._guard(req.job_id):
                 view = views.get(req.job_id)
@@ -1173,7 +1176,7 @@ class Agent:
                             j.update_transfer(t.transfer_id, orphaned_since=now)
                     j.add_event(req.job_id, "job_deleted",
                                 "job left PBS during stage-in; its transfer is kept "
-                                f"{float(self._agent('orphan_grace', 3600)):.0f} s for a resubmission "
+                                f"{float(self._agent('orphan_grace')):.0f} s for a resubmission "
                                 "to adopt", request_id=req.request_id, at=now)
                     if req.state in (decide.PENDING, decide.QUEUED):
                         j.set_request_state(req.request_id, decide.CANCELED,
@@ -1188,7 +1191,7 @@ class Agent:
 
     def _reap_orphans(self, now: float) -> None:
         j = self.journal
-        grace = float(self._agent("orphan_grace", 3600))
+        grace = float(self._agent("orphan_grace"))
         for t in j.transfers(status=LIVE_TRANSFER):
             if not t.orphaned_since or now - t.orphaned_since < grace:
                 continue

@@ -124,7 +124,7 @@ def cmd_agent(args) -> int:
                   backend=make_backend(cfg), alerts=make_alerts(cfg, journal))
     rc = EXIT_OK
     while True:
-        stats = agent.run(budget=args.budget if args.budget is not None else (cfg.agent.cycle_budget or 15.0))
+        stats = agent.run(budget=args.budget)  # None: cycle_budget, or the standalone default
         logging.getLogger("pbs_globus_staging.agent").info(
             "cycle done: passes=%d polls=%d submitted=%d released=%d globus_calls=%d "
             "pbs_calls=%d cpu=%.3fs errors=%d", stats.passes, stats.polls, stats.submitted,

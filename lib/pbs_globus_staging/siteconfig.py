@@ -24,7 +24,7 @@ __all__ = [
     "SiteConfig", "Site", "Collections", "Credentials", "GlobusSettings", "AgentSettings",
     "PbsSettings", "JournalSettings", "Limits", "PolicyRule",
     "load", "from_dict", "default", "to_hook_config", "from_hook_config",
-    "parse_duration", "HOOK_CONFIG_FORMAT",
+    "parse_duration", "HOOK_CONFIG_FORMAT", "STANDALONE_CYCLE_BUDGET",
 ]
 
 HOOK_CONFIG_FORMAT = 1
@@ -67,8 +67,17 @@ class GlobusSettings:
     max_retries: int = 2
 
 
+# The agent's run budget when cycle_budget is unset and no periodic hook gave
+# one (``globus-staging agent --once`` by hand).
+STANDALONE_CYCLE_BUDGET = 15.0
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentSettings:
+    """Every agent setting and its one default: ``agent:`` in site.yaml is
+    validated against these fields, and the agent reads them through
+    ``Agent._agent(name)`` with no default of its own."""
+
     poll_interval: float = 2.0
     # One agent run; None = derived from the periodic hook (freq - 2 s), which keeps
     # the gap between runs -- and so the release lag -- to about two seconds.
@@ -89,6 +98,8 @@ class AgentSettings:
     stage_ahead: int = 0                 # just-in-time: stage only the N front jobs per queue (0 = all)
     api_rate: float = 10.0               # Globus API calls per second per identity, at most
     history_days: float = 30.0           # keep finished jobs' history (for `show`) this long
+    max_progress_comments: int = 200     # progress updates of job comments per full pass (qalter calls)
+    max_history_lookups: int = 50        # ended jobs per pass whose exit status is read from PBS history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,6 +428,10 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
         stage_ahead=v.integer(get("stage_ahead"), "agent.stage_ahead", minimum=0),
         api_rate=v.number(get("api_rate"), "agent.api_rate"),
         history_days=v.number(get("history_days"), "agent.history_days"),
+        max_progress_comments=v.integer(get("max_progress_comments"),
+                                        "agent.max_progress_comments", minimum=0),
+        max_history_lookups=v.integer(get("max_history_lookups"), "agent.max_history_lookups",
+                                      minimum=1),
     )
 
     p = v.mapping(data.get("pbs"), "pbs")
