@@ -112,7 +112,7 @@ def test_new_engine_same_ledger_does_not_resend(smtp_server):
 def test_default_rules(smtp_server, caplog):
     eng, _ = engine_for(smtp_server)
     caplog.set_level(logging.INFO, logger="pbs_globus_staging.alerts")
-    eng.process([ev("stagein_succeeded"), ev("stagein_submitted"), ev("stagein_progress")],
+    eng.process([ev("stagein_succeeded"), ev("stagein_submitted"), ev("stageout_submitted")],
                 now=T0)
     assert smtp_server.messages == []
     eng.process([ev("stagein_failed"), ev("stageout_failed", task_id="t2"),

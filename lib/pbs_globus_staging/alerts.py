@@ -28,7 +28,7 @@ import urllib.parse
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from . import units
+from . import events, units
 from .errors import ConfigError
 from .mail import MailSettings, parse_mail_settings, redact, valid_address
 
@@ -36,19 +36,14 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- events
 
-EVENT_KINDS = (
-    "stagein_submitted", "stagein_progress", "stagein_succeeded", "stagein_failed",
-    "user_action", "slow",
-    "stageout_submitted", "stageout_succeeded", "stageout_failed",
-    "job_deleted", "agent_unhealthy", "globus_unreachable",
-)
-SITE_KINDS = frozenset({"agent_unhealthy", "globus_unreachable"})
+# One list, in events.py: a rule `on:` anything else is refused at config load.
+EVENT_KINDS = events.KINDS
+SITE_KINDS = events.SITE_KINDS
 
 # kind -> (what happened, in a subject line; what to do when the event has no action)
 _KIND_TEXT = {
     "stagein_submitted": ("stage-in submitted",
                           "Nothing. The job stays held until its input data has arrived."),
-    "stagein_progress": ("stage-in in progress", "Nothing."),
     "stagein_succeeded": ("stage-in done",
                           "Nothing. The job has been released to the scheduler."),
     "stagein_failed": ("stage-in failed",
