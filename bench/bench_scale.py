@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from pbs_globus_staging.testing.scale import ScaleSite
+from pbs_globus_staging.units import human_bytes
 
 TARGET_TASKS_1000 = 20          # issue 7: 1,000 one-file jobs of one user in <= 20 tasks
 TARGET_CPU = 2.0                # issue 3/7: <= 2 s agent CPU per cycle at 10,000 jobs
@@ -73,12 +74,7 @@ class LiveSampler(threading.Thread):
         self.sample()
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+_fmt_bytes = human_bytes  # the product's one byte format
 
 
 def _site(tmp: Path, args: argparse.Namespace, *, rate: Optional[float] = None) -> ScaleSite:
