@@ -98,8 +98,8 @@ class AgentSettings:
     stage_ahead: int = 0                 # just-in-time: stage only the N front jobs per queue (0 = all)
     api_rate: float = 10.0               # Globus API calls per second per identity, at most
     history_days: float = 30.0           # keep finished jobs' history (for `show`) this long
-    max_progress_comments: int = 200     # progress updates of job comments per full pass (qalter calls)
-    max_history_lookups: int = 50        # ended jobs per pass whose exit status is read from PBS history
+    max_progress_comments: int = 200     # job-comment progress updates per full pass (qalter)
+    max_history_lookups: int = 50        # ended jobs per pass looked up in PBS history
 
 
 @dataclasses.dataclass(frozen=True)
