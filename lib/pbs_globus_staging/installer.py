@@ -37,7 +37,7 @@ _HOOK_ATTRS = ("event", "user", "order", "alarm", "freq", "fail_action", "debug"
 
 
 def default_hooks_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "hooks"
+    return Path(__file__).resolve().parent / "data" / "hooks"
 
 
 def read_hk(path: Path) -> Dict[str, str]:

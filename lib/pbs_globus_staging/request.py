@@ -12,9 +12,8 @@ docs/grammar.md) needs neither commas nor spaces, so a value works unquoted in
     ELEMENT := ITEM | 'task=' UUID | 'manifest=' ABSPATH | OPTION
     ITEM    := LOCAL '@' COLLECTION ':' REMOTE
 """
-from __future__ import annotations
 
-import dataclasses
+from ._py36 import dataclasses
 import datetime as _dt
 import enum
 import hashlib
