@@ -1,6 +1,6 @@
 """Fuzz the real queuejob hook with hostile staging requests.
 
-Every generated request goes through ``hooks/globus_staging_queuejob.py`` -- the
+Every generated request goes through ``data/hooks/globus_staging_queuejob.py`` -- the
 script PBS runs -- executed by the PBS double's hook runner in-process
 (``testing/pbsdouble/hookrun.run_hook``: fresh globals per run, the double's
 ``pbs`` module, the hook config imported with qmgr, the alarm armed), exactly as

@@ -36,13 +36,17 @@ def load_site(path: Optional[str]):
     path = path or os.environ.get("GLOBUS_STAGING_CONFIG") or DEFAULT_SITE_CONFIG
     if not os.path.exists(path) and path == DEFAULT_SITE_CONFIG:
         raise ConfigError(f"{path}: no site config (pass --config FILE; "
-                          "install/site.yaml.example shows the keys)")
+                          "'globus-staging files site.yaml.example' prints an example)")
     return siteconfig.load(path)
 
 
 def pbs_home(cfg) -> str:
+    return cfg.pbs.home or pbs_home_default()
+
+
+def pbs_home_default() -> str:
     from .pbsctl import read_pbs_conf
-    return cfg.pbs.home or read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs"
+    return read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs"
 
 
 def journal_path(cfg) -> str:
@@ -215,6 +219,27 @@ def cmd_uninstall(args) -> int:
     return EXIT_BAD if problems else EXIT_OK
 
 
+def cmd_files(args) -> int:
+    """Where the package keeps what it ships, or one of those files filled in
+    with this install's paths (the program, the site config, the agent log)."""
+    from . import installer
+    if not args.name:
+        print(f"hooks: {installer.default_hooks_dir()}")
+        for name in installer.SHIPPED:
+            print(f"{name}: {installer.DATA_DIR / name}")
+        return EXIT_OK
+    site_config = args.config or os.environ.get("GLOBUS_STAGING_CONFIG") or DEFAULT_SITE_CONFIG
+    try:
+        agent_log = str(state_dir(load_site(site_config)) / "agent.log")
+    except ConfigError:          # no site config yet: the defaults
+        agent_log = os.path.join(pbs_home_default(), "globus_staging", "agent.log")
+    program = Path(sys.executable).with_name("globus-staging")
+    sys.stdout.write(installer.shipped_file(
+        args.name, site_config=os.path.abspath(site_config), agent_log=agent_log,
+        program=str(program) if program.exists() else f"{sys.executable} -m pbs_globus_staging"))
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from . import demo
     return demo.main(workdir=args.workdir, keep=args.keep)
@@ -247,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         i.add_argument("--freq", type=int, help="periodic hook freq (seconds)")
         i.add_argument("--alarm", type=int, help="periodic hook alarm (seconds)")
         i.set_defaults(func=func)
+
+    f = sub.add_parser("files", help="where the package keeps its hooks, example config, "
+                                     "systemd unit and logrotate rule; or print one")
+    f.add_argument("name", nargs="?", help="print this one (site.yaml.example, "
+                                           "globus-staging-agent.service, "
+                                           "globus-staging.logrotate) with this install's paths")
+    f.set_defaults(func=cmd_files)
 
     _add_user_and_admin_commands(sub)
 

@@ -36,8 +36,31 @@ RESOURCES: Tuple[Tuple[str, str], ...] = (
 _HOOK_ATTRS = ("event", "user", "order", "alarm", "freq", "fail_action", "debug")
 
 
+# What the package ships beside its code (package data, so a wheel or an sdist
+# carries it): the hook scripts and their .HK attributes, and for the admin an
+# example site config, a systemd unit and a logrotate rule.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SHIPPED = ("site.yaml.example", "globus-staging-agent.service", "globus-staging.logrotate")
+# The paths the shipped unit and rule are written with; ``shipped_file`` puts
+# this install's own in their place.
+_DEFAULT_PATHS = ("/opt/pbs-globus-staging/bin/globus-staging",
+                  "/etc/pbs-globus-staging/site.yaml",
+                  "/var/spool/pbs/globus_staging/agent.log")
+
+
 def default_hooks_dir() -> Path:
-    return Path(__file__).resolve().parent / "data" / "hooks"
+    return DATA_DIR / "hooks"
+
+
+def shipped_file(name: str, *, program: str, site_config: str, agent_log: str) -> str:
+    """One of ``SHIPPED``, with this install's paths in the unit and the rule."""
+    if name not in SHIPPED:
+        raise ConfigError(f"no shipped file {name!r}; expected one of: {', '.join(SHIPPED)}")
+    text = (DATA_DIR / name).read_text(encoding="utf-8")
+    if name != "site.yaml.example":
+        for old, new in zip(_DEFAULT_PATHS, (program, site_config, agent_log)):
+            text = text.replace(old, new)
+    return text
 
 
 def read_hk(path: Path) -> Dict[str, str]:
