@@ -117,6 +117,24 @@ def test_wheel_installs_the_suite_and_stages_a_job(built, wheel_venv, tmp_path):
     assert out["final"] == {"job_state": "F", "Exit_status": 0}
     for word in ("stagein_succeeded", "released", "stageout_succeeded"):
         assert word in out["timeline"]
+    # uninstall removes the hook config, agent log, users' views and the token cache
+    # (cached access tokens), keeps the journal and says so; --purge removes it
+    made = {"agent.log", "users", "user-tokens.db", "journal.sqlite"}
+    assert made <= set(out["before_uninstall"])
+    un = out["uninstall"]
+    assert 0 not in un["hooks"]                # qmgr knows neither hook any more
+    assert not un["hook_config"] and not un["hook_config_dir"]
+    assert not {"agent.log", "users", "user-tokens.db"} & set(un["left"])
+    assert "journal.sqlite" in un["left"]
+    assert "kept: the journal " + str(tmp_path / "site" / "journal.sqlite") in un["stdout"]
+    assert "not removed: each user's Globus login (refresh token) in " in un["stdout"]
+    for word in ("agent.log", "users", "user-tokens.db", "globus_staging.json"):
+        assert re.search(r"^removed: \S*%s$" % re.escape(word), un["stdout"], re.M), word
+    # the finished job in history still names the resources: kept, and it says how
+    assert un["rc"] == 1 and "qdel -x" in un["stderr"]
+    purge = out["purge"]
+    assert not [n for n in purge["left"] if n.startswith("journal.sqlite")]
+    assert "kept: the journal" not in purge["stdout"]
     # the shipped logrotate rule, filled in with this install's agent log
     assert_logrotate_rule(out["logrotate"], out["agent_log"])
     assert_systemd_unit(tmp_path / "site" / "globus-staging-agent.service",

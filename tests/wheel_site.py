@@ -2,8 +2,9 @@
 installed into, with ``-I`` and from outside the source tree: the README's admin
 commands (``globus-staging --config site.yaml install --python VENV/bin/python``)
 against the PBS double, one staged job through its whole life, then
-``uninstall``.  Prints one JSON object for the test to check."""
+``uninstall`` and ``uninstall --purge``.  Prints one JSON object for the test to check."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,15 @@ try:
     (ROOT / "globus-staging-agent.service").write_text(unit)
     out["logrotate"] = site.cli("files", "globus-staging.logrotate").stdout
     out["agent_log"] = str(Path(site.root / "journal.sqlite").parent / "agent.log")
+    # uninstall: what install and the agent made goes, the journal stays unless --purge
+    out["before_uninstall"] = sorted(os.listdir(site.root))
+    for key, args in (("uninstall", ["uninstall"]), ("purge", ["uninstall", "--purge"])):
+        proc = site.cli(*args, check=False)
+        out[key] = {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+                    "left": sorted(os.listdir(site.root)), "hook_config": cf.exists(),
+                    "hook_config_dir": cf.parent.exists(),
+                    "hooks": [site.pbs.run(["qmgr", "-c", "list hook " + h]).returncode
+                              for h in ("globus_staging_queuejob", "globus_staging_periodic")]}
 finally:
     site.stop()
 print(json.dumps(out))

@@ -206,16 +206,33 @@ def cmd_install(args) -> int:
 
 def cmd_uninstall(args) -> int:
     installer, cfg, pbs_exec, cf_path, plan, _data = _installer_inputs(args)
+    journal = Path(journal_path(cfg))
+    remove, keep = installer.state_files(hook_config=cf_path, journal=journal,
+                                         purge=args.purge)
+    problems: List[str] = []
     if args.dry_run:
         for name, _s, _a in plan.hooks:
             print(f"delete hook {name}")
         for name, _ in installer.RESOURCES:
             print(f"delete resource {name}")
-        return EXIT_OK
-    problems = installer.uninstall(plan, installer.Qmgr(pbs_exec=pbs_exec))
-    for p in problems:
-        print(f"globus-staging: {p}", file=sys.stderr)
-    print(f"kept: the journal {journal_path(cfg)} (job history); remove it by hand if wanted")
+        for path in remove:
+            print(f"remove {path}")
+    else:
+        problems = installer.uninstall(plan, installer.Qmgr(pbs_exec=pbs_exec))
+        for p in problems:
+            print(f"globus-staging: {p}", file=sys.stderr)
+        installer.remove_state_files(remove)
+    if keep:
+        print(f"kept: the journal {journal} (the job history 'show' reads); "
+              "'globus-staging uninstall --purge' removes it too")
+    # Credentials the install did not create: say where they are, never drop them silently.
+    if cfg.credentials.mode == "user":
+        print(f"not removed: each user's Globus login (refresh token) in "
+              f"{cfg.credentials.token_dir}, which belongs to the user; a user deletes it "
+              "there, or revokes it at https://app.globus.org/account/consents")
+    elif cfg.credentials.client_secret_file:
+        print(f"not removed: the client secret {cfg.credentials.client_secret_file} "
+              "(the site's own file)")
     return EXIT_BAD if problems else EXIT_OK
 
 
@@ -265,12 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (("install", cmd_install, "create resources and hooks with qmgr"),
                              ("upgrade", cmd_install, "re-import hooks and config (= install)"),
-                             ("uninstall", cmd_uninstall, "remove what install created")):
+                             ("uninstall", cmd_uninstall, "remove what install created and the "
+                              "agent's log, views and token caches; keep the journal")):
         i = sub.add_parser(name, help=text)
         i.add_argument("--dry-run", action="store_true", help="print the qmgr commands only")
         i.add_argument("--python", help="interpreter the periodic hook runs the agent with")
         i.add_argument("--freq", type=int, help="periodic hook freq (seconds)")
         i.add_argument("--alarm", type=int, help="periodic hook alarm (seconds)")
+        if name == "uninstall":
+            i.add_argument("--purge", action="store_true",
+                           help="also remove the journal (the job history)")
         i.set_defaults(func=func)
 
     f = sub.add_parser("files", help="where the package keeps its hooks, example config, "

@@ -202,6 +202,52 @@ def uninstall(plan: Plan, qmgr: Qmgr, *, out=sys.stdout) -> List[str]:
     return problems
 
 
+_SQLITE_SIDECARS = ("", "-wal", "-shm", "-journal")
+
+
+def state_files(*, hook_config: Path, journal: Path, purge: bool = False
+                ) -> Tuple[List[Path], List[Path]]:
+    """The files ``install`` and the agent made: (to remove, to keep).
+
+    Removed: the hook config, the agent's log (and rotated copies), the users'
+    status views (``users/``, rebuilt from the journal) and the token caches
+    (``user-tokens.db``, ``client-tokens.db``: cached Globus access tokens, so
+    never left behind).  Kept unless ``purge``: the journal, the job history.
+    Only what exists is listed.
+    """
+    state = Path(journal).parent
+    remove = [Path(hook_config), Path(hook_config).with_suffix(".tmp"), state / "agent.log"]
+    remove += sorted(state.glob("agent.log.*")) + [state / "users"]
+    for cache in ("user-tokens.db", "client-tokens.db"):
+        remove += [state / (cache + ext) for ext in _SQLITE_SIDECARS]
+    history = [Path(str(journal) + ext) for ext in _SQLITE_SIDECARS]
+    if purge:
+        remove, history = remove + history, []
+    return ([p for p in remove if os.path.lexists(p)],
+            [p for p in history if os.path.lexists(p)])
+
+
+def remove_state_files(paths: Sequence[Path], *, out=sys.stdout) -> None:
+    """Remove ``paths`` (a directory with its contents, never through a symlink),
+    then the directories they were in if that left them empty."""
+    import shutil
+    parents = []
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        print(f"removed: {path}", file=out)
+        if path.parent not in parents:
+            parents.append(path.parent)
+    for parent in parents:
+        try:
+            parent.rmdir()                   # only if empty
+            print(f"removed: {parent}/", file=out)
+        except OSError:
+            pass
+
+
 def write_hook_config(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
