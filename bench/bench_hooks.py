@@ -3,7 +3,7 @@
 
 Setup (the venv's Python): a ``StagingSite`` installs the suite with the real
 installer into the PBS double, so ``server_priv/hooks`` holds the imported
-``hooks/globus_staging_*.py`` and the hook config that ``installer.hook_config``
+``data/hooks/globus_staging_*.py`` and the hook config that ``installer.hook_config``
 wrote from the site YAML.  A do-nothing queuejob hook is imported next to them
 as the baseline of the runner itself.
 

@@ -3,7 +3,7 @@
 
 A whole site (``StagingSite``: PBS double, Globus emulator on loopback, the
 suite installed by the real installer) run with the INSTALLED DEFAULTS: the
-periodic hook's ``freq``/``alarm`` from ``hooks/globus_staging_periodic.HK``
+periodic hook's ``freq``/``alarm`` from ``data/hooks/globus_staging_periodic.HK``
 (re-installed with ``upgrade --freq F --alarm A``, so the installer derives the
 agent's budget exactly as on a site), the site-config defaults of
 ``siteconfig.AgentSettings`` (``poll_interval``, ``cycle_budget``, ...), and the

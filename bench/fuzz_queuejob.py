@@ -1,6 +1,6 @@
 """Fuzz the real queuejob hook with hostile staging requests.
 
-Every generated request goes through ``hooks/globus_staging_queuejob.py`` -- the
+Every generated request goes through ``data/hooks/globus_staging_queuejob.py`` -- the
 script PBS runs -- executed by the PBS double's hook runner in-process
 (``testing/pbsdouble/hookrun.run_hook``: fresh globals per run, the double's
 ``pbs`` module, the hook config imported with qmgr, the alarm armed), exactly as
@@ -52,7 +52,7 @@ from pbs_globus_staging.testing.pbsdouble import pbs as pbsmod  # noqa: E402
 from pbs_globus_staging.testing.pbsdouble.server import PbsServer  # noqa: E402
 
 HOOK = "globus_staging_queuejob"
-HOOK_SCRIPT = _HERE.parent / "hooks" / (HOOK + ".py")
+HOOK_SCRIPT = _HERE.parent / "lib" / "pbs_globus_staging" / "data" / "hooks" / (HOOK + ".py")
 SITE = "6a1c5f3e-2b7d-4c1a-9e0f-3d2c1b0a9f8e"
 THETA = "08925f04-569f-11e7-bef8-22000b9a448b"
 EAGLE = "05d2c76a-e867-4f67-aa57-76edeb0beda0"

@@ -1,5 +1,7 @@
 """The installer's plan: the qmgr script, in the order a real OpenPBS takes it."""
 
+import os
+
 from pbs_globus_staging import installer
 
 
@@ -34,3 +36,28 @@ def test_run_budget_leaves_room_before_the_next_run():
     assert installer.run_budget(10, freq=30, alarm=60) == 10
     assert installer.run_budget(None, freq=30, alarm=20) == 15      # inside the alarm
     assert installer.run_budget(None, freq=1, alarm=30) == 1
+
+
+def test_uninstall_removes_logs_views_and_token_caches_and_keeps_the_journal(tmp_path):
+    state = tmp_path / "globus_staging"
+    (state / "users" / "alice").mkdir(parents=True)
+    for name in ("journal.sqlite", "journal.sqlite-wal", "agent.log", "agent.log.1.gz",
+                 "user-tokens.db", "user-tokens.db-wal", "client-tokens.db",
+                 "globus_staging.json", "unrelated.txt"):
+        (state / name).write_text("x")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    (state / "users" / "alice" / "link").symlink_to(outside)
+    cf, journal = state / "globus_staging.json", state / "journal.sqlite"
+    remove, keep = installer.state_files(hook_config=cf, journal=journal)
+    assert sorted(p.name for p in remove) == ["agent.log", "agent.log.1.gz", "client-tokens.db",
+                                              "globus_staging.json", "user-tokens.db",
+                                              "user-tokens.db-wal", "users"]
+    assert keep == [journal, state / "journal.sqlite-wal"]
+    installer.remove_state_files(remove, out=open(os.devnull, "w"))
+    assert sorted(os.listdir(state)) == ["journal.sqlite", "journal.sqlite-wal", "unrelated.txt"]
+    assert (outside / "keep.txt").exists()            # a symlink in users/ is not followed
+    remove, keep = installer.state_files(hook_config=cf, journal=journal, purge=True)
+    assert keep == [] and sorted(p.name for p in remove) == ["journal.sqlite",
+                                                             "journal.sqlite-wal"]

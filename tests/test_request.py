@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -379,10 +382,15 @@ OWNER = 12345
 
 
 @pytest.fixture
-def mdir(tmp_path):
-    d = tmp_path / "m"
-    d.mkdir()
-    return d
+def mdir():
+    # Not under tmp_path: pytest keeps that 0700, and the job owner (OWNER) must be
+    # able to search every directory on the way, as on a real filesystem.
+    base = Path(tempfile.mkdtemp(prefix="manifests-"))
+    base.chmod(0o711)
+    d = base / "m"
+    d.mkdir(mode=0o755)
+    yield d
+    shutil.rmtree(base)
 
 
 def write_manifest(path, text, *, uid=OWNER, mode=0o644):
@@ -460,12 +468,12 @@ def test_manifest_symlink_file_refused(mdir):
     assert "is a symbolic link" in expand_err(manifest_req(str(link)))
 
 
-def test_manifest_symlink_parent_refused(tmp_path, mdir):
+def test_manifest_symlink_parent_refused(mdir):
     write_manifest(mdir / "real", "/a/x@c:/x\n")
-    (tmp_path / "alias").symlink_to(mdir)
-    path = str(tmp_path / "alias" / "real")
+    (mdir.parent / "alias").symlink_to(mdir)
+    path = str(mdir.parent / "alias" / "real")
     msg = expand_err(manifest_req(path))
-    assert f"'{tmp_path}/alias' is a symbolic link" in msg
+    assert f"'{mdir.parent}/alias' is a symbolic link" in msg
 
 
 def test_manifest_wrong_owner(mdir):
@@ -494,6 +502,36 @@ def test_manifest_missing_and_not_regular(mdir):
     assert "is not a regular file" in expand_err(manifest_req(str(mdir / "d")))
     f = write_manifest(mdir / "f", "x")
     assert "is not a directory" in expand_err(manifest_req(f + "/x"))
+
+
+def test_manifest_in_a_directory_the_owner_cannot_search_is_no_oracle(mdir):
+    # The hook runs as root: a file that exists in another user's private
+    # directory must be refused in the same words as one that does not.
+    private = mdir / "private"
+    private.mkdir(mode=0o700)
+    os.chown(private, OWNER + 1, -1)
+    there = write_manifest(private / "there", "/a/x@c:/x\n", uid=OWNER + 1)
+    msgs = [expand_err(manifest_req(p)).replace(p, "PATH")
+            for p in (there, str(private / "missing"), str(private / "sub" / "deeper"))]
+    assert msgs[0] == msgs[1] == msgs[2] == (
+        f"stagein_globus: manifest 'PATH' cannot be read: '{private}': Permission denied")
+    # the same for the job owner's own file in there: they could not read it either
+    os.chown(there, OWNER, -1)
+    assert "'%s': Permission denied" % private in expand_err(manifest_req(there))
+
+
+def test_manifest_access_is_checked_with_the_owners_groups_and_modes(mdir):
+    shared = mdir / "shared"
+    shared.mkdir(mode=0o750)
+    os.chown(shared, OWNER + 1, 4242)
+    p = write_manifest(shared / "l", "/a/x@c:/x\n")
+    assert "Permission denied" in expand_err(manifest_req(p))
+    ok = request.read_manifest(p, owner_uid=OWNER, owner_gids=[4242])     # a group member
+    assert ok == b"/a/x@c:/x\n"
+    shared.chmod(0o751)                                  # search for others, no listing
+    assert request.read_manifest(p, owner_uid=OWNER) == ok
+    os.chmod(p, 0o200)                                   # the owner's own file, unreadable
+    assert f"cannot be read: '{p}': Permission denied" in expand_err(manifest_req(p))
 
 
 def test_manifest_read_file_override():

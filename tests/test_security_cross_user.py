@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -72,11 +75,18 @@ def test_local_path_in_another_users_area_refused_at_qsub(xsite):
     assert f"allowed for {attacker}" in log
 
 
-def test_manifest_listing_or_owned_by_another_user_refused(xsite, tmp_path):
+@pytest.fixture
+def mdir():
+    # Not under tmp_path (pytest keeps that 0700): the hook checks that the job
+    # owner can search every directory on the way to a manifest.
+    d = Path(tempfile.mkdtemp(prefix="manifests-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_manifest_listing_or_owned_by_another_user_refused(xsite, mdir):
     site, victim, attacker, _ = xsite
-    mdir = tmp_path / "manifests"
-    mdir.mkdir()
-    mdir.chmod(0o755)
     a_uid = pwd.getpwnam(attacker).pw_uid
     v_uid = pwd.getpwnam(victim).pw_uid
     # the attacker's own manifest naming the victim's area
@@ -99,6 +109,27 @@ def test_manifest_listing_or_owned_by_another_user_refused(xsite, tmp_path):
     link.symlink_to(theirs)
     proc = site.qsub("-l", f"stagein_globus=manifest={link}", user=attacker, check=False)
     assert proc.returncode != 0 and "symbolic link" in proc.stderr
+    assert site.pbs.run(["qstat"]).stdout.strip() == ""
+
+
+def test_manifest_in_another_users_private_directory_is_no_oracle(xsite, mdir):
+    """The queuejob hook reads manifests as root: a file that exists in the
+    victim's private directory must be refused exactly like one that does not."""
+    site, victim, attacker, _ = xsite
+    private = mdir / "victim-private"
+    private.mkdir(mode=0o700)
+    os.chown(private, pwd.getpwnam(victim).pw_uid, -1)
+    there = private / "inputs.txt"
+    there.write_text(f"{site.site_dir}/{victim}/in/x@theta-dtn:~/{victim}/x\n")
+    os.chown(there, pwd.getpwnam(victim).pw_uid, -1)
+    answers = []
+    for path in (there, private / "missing.txt"):
+        proc = site.qsub("-l", f"stagein_globus=manifest={path}", user=attacker, check=False)
+        assert proc.returncode != 0
+        answers.append(proc.stderr.replace(str(path), "PATH"))
+    assert answers[0] == answers[1] == (
+        f"qsub: stagein_globus: manifest 'PATH' cannot be read: '{private}': "
+        "Permission denied\n")
     assert site.pbs.run(["qstat"]).stdout.strip() == ""
 
 

@@ -36,13 +36,17 @@ def load_site(path: Optional[str]):
     path = path or os.environ.get("GLOBUS_STAGING_CONFIG") or DEFAULT_SITE_CONFIG
     if not os.path.exists(path) and path == DEFAULT_SITE_CONFIG:
         raise ConfigError(f"{path}: no site config (pass --config FILE; "
-                          "install/site.yaml.example shows the keys)")
+                          "'globus-staging files site.yaml.example' prints an example)")
     return siteconfig.load(path)
 
 
 def pbs_home(cfg) -> str:
+    return cfg.pbs.home or pbs_home_default()
+
+
+def pbs_home_default() -> str:
     from .pbsctl import read_pbs_conf
-    return cfg.pbs.home or read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs"
+    return read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs"
 
 
 def journal_path(cfg) -> str:
@@ -203,17 +207,55 @@ def cmd_install(args) -> int:
 
 def cmd_uninstall(args) -> int:
     installer, cfg, pbs_exec, cf_path, plan, _data = _installer_inputs(args)
+    journal = Path(journal_path(cfg))
+    remove, keep = installer.state_files(hook_config=cf_path, journal=journal,
+                                         purge=args.purge)
+    problems: List[str] = []
     if args.dry_run:
         for name, _s, _a in plan.hooks:
             print(f"delete hook {name}")
         for name, _ in installer.RESOURCES:
             print(f"delete resource {name}")
-        return EXIT_OK
-    problems = installer.uninstall(plan, installer.Qmgr(pbs_exec=pbs_exec))
-    for p in problems:
-        print(f"globus-staging: {p}", file=sys.stderr)
-    print(f"kept: the journal {journal_path(cfg)} (job history); remove it by hand if wanted")
+        for path in remove:
+            print(f"remove {path}")
+    else:
+        problems = installer.uninstall(plan, installer.Qmgr(pbs_exec=pbs_exec))
+        for p in problems:
+            print(f"globus-staging: {p}", file=sys.stderr)
+        installer.remove_state_files(remove)
+    if keep:
+        print(f"kept: the journal {journal} (the job history 'show' reads); "
+              "'globus-staging uninstall --purge' removes it too")
+    # Credentials the install did not create: say where they are, never drop them silently.
+    if cfg.credentials.mode == "user":
+        print(f"not removed: each user's Globus login (refresh token) in "
+              f"{cfg.credentials.token_dir}, which belongs to the user; a user deletes it "
+              "there, or revokes it at https://app.globus.org/account/consents")
+    elif cfg.credentials.client_secret_file:
+        print(f"not removed: the client secret {cfg.credentials.client_secret_file} "
+              "(the site's own file)")
     return EXIT_BAD if problems else EXIT_OK
+
+
+def cmd_files(args) -> int:
+    """Where the package keeps what it ships, or one of those files filled in
+    with this install's paths (the program, the site config, the agent log)."""
+    from . import installer
+    if not args.name:
+        print(f"hooks: {installer.default_hooks_dir()}")
+        for name in installer.SHIPPED:
+            print(f"{name}: {installer.DATA_DIR / name}")
+        return EXIT_OK
+    site_config = args.config or os.environ.get("GLOBUS_STAGING_CONFIG") or DEFAULT_SITE_CONFIG
+    try:
+        agent_log = str(state_dir(load_site(site_config)) / "agent.log")
+    except ConfigError:          # no site config yet: the defaults
+        agent_log = os.path.join(pbs_home_default(), "globus_staging", "agent.log")
+    program = Path(sys.executable).with_name("globus-staging")
+    sys.stdout.write(installer.shipped_file(
+        args.name, site_config=os.path.abspath(site_config), agent_log=agent_log,
+        program=str(program) if program.exists() else f"{sys.executable} -m pbs_globus_staging"))
+    return EXIT_OK
 
 
 def cmd_demo(args) -> int:
@@ -241,13 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (("install", cmd_install, "create resources and hooks with qmgr"),
                              ("upgrade", cmd_install, "re-import hooks and config (= install)"),
-                             ("uninstall", cmd_uninstall, "remove what install created")):
+                             ("uninstall", cmd_uninstall, "remove what install created and the "
+                              "agent's log, views and token caches; keep the journal")):
         i = sub.add_parser(name, help=text)
         i.add_argument("--dry-run", action="store_true", help="print the qmgr commands only")
         i.add_argument("--python", help="interpreter the periodic hook runs the agent with")
         i.add_argument("--freq", type=int, help="periodic hook freq (seconds)")
         i.add_argument("--alarm", type=int, help="periodic hook alarm (seconds)")
+        if name == "uninstall":
+            i.add_argument("--purge", action="store_true",
+                           help="also remove the journal (the job history)")
         i.set_defaults(func=func)
+
+    f = sub.add_parser("files", help="where the package keeps its hooks, example config, "
+                                     "systemd unit and logrotate rule; or print one")
+    f.add_argument("name", nargs="?", help="print this one (site.yaml.example, "
+                                           "globus-staging-agent.service, "
+                                           "globus-staging.logrotate) with this install's paths")
+    f.set_defaults(func=cmd_files)
 
     _add_user_and_admin_commands(sub)
 

@@ -6,7 +6,7 @@ Two families, following Balsam's site services: errors a later cycle may
 overcome (``RetryableError``) and errors that settle the outcome
 (``FatalError``).  Request and config errors are what a person must fix.
 """
-from __future__ import annotations
+from typing import Optional
 
 
 class StagingError(Exception):
@@ -21,7 +21,7 @@ class RequestError(StagingError, ValueError):
     ``qsub:`` prints.  It never contains a traceback or a secret.
     """
 
-    def __init__(self, message: str, *, resource: str | None = None) -> None:
+    def __init__(self, message: str, *, resource: Optional[str] = None) -> None:
         message = " ".join(str(message).split())  # always one line
         if resource:
             message = f"{resource}: {message}"

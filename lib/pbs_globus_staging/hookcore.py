@@ -1,13 +1,12 @@
 """What each PBS event hook decides, as plain functions of plain values.
 
 Stdlib only: this runs inside ``pbs_server`` (queuejob, modifyjob, runjob,
-jobobit) on the distribution's Python 3.9+.  No network, no PBS commands, no
-``pbs`` import: the hook scripts in ``hooks/`` read the event, call one function
+jobobit) on the Python PBS embeds, 3.6 or newer.  No network, no PBS commands, no
+``pbs`` import: the hook scripts in ``data/hooks/`` read the event, call one function
 here and apply the answer, so every rule below is a fast unit test.
 """
-from __future__ import annotations
 
-import dataclasses
+from ._py36 import dataclasses
 import json
 import os
 import time

@@ -36,8 +36,31 @@ RESOURCES: Tuple[Tuple[str, str], ...] = (
 _HOOK_ATTRS = ("event", "user", "order", "alarm", "freq", "fail_action", "debug")
 
 
+# What the package ships beside its code (package data, so a wheel or an sdist
+# carries it): the hook scripts and their .HK attributes, and for the admin an
+# example site config, a systemd unit and a logrotate rule.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SHIPPED = ("site.yaml.example", "globus-staging-agent.service", "globus-staging.logrotate")
+# The paths the shipped unit and rule are written with; ``shipped_file`` puts
+# this install's own in their place.
+_DEFAULT_PATHS = ("/opt/pbs-globus-staging/bin/globus-staging",
+                  "/etc/pbs-globus-staging/site.yaml",
+                  "/var/spool/pbs/globus_staging/agent.log")
+
+
 def default_hooks_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "hooks"
+    return DATA_DIR / "hooks"
+
+
+def shipped_file(name: str, *, program: str, site_config: str, agent_log: str) -> str:
+    """One of ``SHIPPED``, with this install's paths in the unit and the rule."""
+    if name not in SHIPPED:
+        raise ConfigError(f"no shipped file {name!r}; expected one of: {', '.join(SHIPPED)}")
+    text = (DATA_DIR / name).read_text(encoding="utf-8")
+    if name != "site.yaml.example":
+        for old, new in zip(_DEFAULT_PATHS, (program, site_config, agent_log)):
+            text = text.replace(old, new)
+    return text
 
 
 def read_hk(path: Path) -> Dict[str, str]:
@@ -177,6 +200,52 @@ def uninstall(plan: Plan, qmgr: Qmgr, *, out=sys.stdout) -> List[str]:
         else:
             print(f"qmgr: delete resource {name}", file=out)
     return problems
+
+
+_SQLITE_SIDECARS = ("", "-wal", "-shm", "-journal")
+
+
+def state_files(*, hook_config: Path, journal: Path, purge: bool = False
+                ) -> Tuple[List[Path], List[Path]]:
+    """The files ``install`` and the agent made: (to remove, to keep).
+
+    Removed: the hook config, the agent's log (and rotated copies), the users'
+    status views (``users/``, rebuilt from the journal) and the token caches
+    (``user-tokens.db``, ``client-tokens.db``: cached Globus access tokens, so
+    never left behind).  Kept unless ``purge``: the journal, the job history.
+    Only what exists is listed.
+    """
+    state = Path(journal).parent
+    remove = [Path(hook_config), Path(hook_config).with_suffix(".tmp"), state / "agent.log"]
+    remove += sorted(state.glob("agent.log.*")) + [state / "users"]
+    for cache in ("user-tokens.db", "client-tokens.db"):
+        remove += [state / (cache + ext) for ext in _SQLITE_SIDECARS]
+    history = [Path(str(journal) + ext) for ext in _SQLITE_SIDECARS]
+    if purge:
+        remove, history = remove + history, []
+    return ([p for p in remove if os.path.lexists(p)],
+            [p for p in history if os.path.lexists(p)])
+
+
+def remove_state_files(paths: Sequence[Path], *, out=sys.stdout) -> None:
+    """Remove ``paths`` (a directory with its contents, never through a symlink),
+    then the directories they were in if that left them empty."""
+    import shutil
+    parents = []
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        print(f"removed: {path}", file=out)
+        if path.parent not in parents:
+            parents.append(path.parent)
+    for parent in parents:
+        try:
+            parent.rmdir()                   # only if empty
+            print(f"removed: {parent}/", file=out)
+        except OSError:
+            pass
 
 
 def write_hook_config(path: Path, data: dict) -> None:

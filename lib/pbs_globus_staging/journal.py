@@ -1,6 +1,6 @@
 """The journal: a small SQLite file that remembers what outlives a PBS job.
 
-Stdlib only, Python 3.9+: the jobobit event hook writes one row through it
+Stdlib only, Python 3.6+: the jobobit event hook writes one row through it
 inside ``pbs_server``; the agent and the CLI use all of it.
 
 PBS is the source of truth for jobs and Globus for transfers.  The journal
@@ -38,10 +38,9 @@ after its commit -- exactly what ``synchronous=FULL`` does for every commit,
 paid only where it matters (one fdatasync per submitted transfer, not one per
 obit or event).
 """
-from __future__ import annotations
 
 import contextlib
-import dataclasses
+from ._py36 import dataclasses
 import errno
 import json
 import os

@@ -10,9 +10,8 @@ site's one service identity, so the ``policy:`` rules are what keep one user
 out of another's data (invariant 3), and they must be strict: home-relative
 remote paths and grafted tasks are refused there.
 """
-from __future__ import annotations
 
-import dataclasses
+from ._py36 import dataclasses
 import difflib
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple

@@ -12,9 +12,8 @@ docs/grammar.md) needs neither commas nor spaces, so a value works unquoted in
     ELEMENT := ITEM | 'task=' UUID | 'manifest=' ABSPATH | OPTION
     ITEM    := LOCAL '@' COLLECTION ':' REMOTE
 """
-from __future__ import annotations
 
-import dataclasses
+from ._py36 import dataclasses
 import datetime as _dt
 import enum
 import hashlib
@@ -23,7 +22,7 @@ import os
 import re
 import stat
 import unicodedata
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import RequestError
 
@@ -536,12 +535,19 @@ def request_key(req: StagingRequest, *, identity: str) -> str:
 # ---------------------------------------------------------------------------
 # Manifests
 
-def read_manifest(path: str, *, owner_uid: int, max_bytes: int = MANIFEST_MAX_BYTES) -> bytes:
-    """Read a user's manifest as root would, without being fooled.
+def read_manifest(path: str, *, owner_uid: int, max_bytes: int = MANIFEST_MAX_BYTES,
+                  owner_gids: Optional[Sequence[int]] = None) -> bytes:
+    """Read a user's manifest as root, but only as far as the job owner could.
 
     Every directory on the way is opened relative to its parent with
     O_NOFOLLOW, so no symlink anywhere in the path is followed and nothing can
-    be swapped in between the checks and the read.  The file must be a regular
+    be swapped in between the checks and the read.  Before anything is looked
+    up in a directory, the open directory's permission bits must let the owner
+    (``owner_uid``, in ``owner_gids`` -- by default their groups from the
+    password and group databases) search it; the file must be readable by them
+    too.  So a file in a directory the owner cannot search is refused with the
+    same words whether it exists or not: the hook, running as root, is no
+    oracle into other users' private directories.  The file must be a regular
     file owned by ``owner_uid`` and writable only by its owner.  Raises
     ``_Fail`` with a message for the user.
     """
@@ -555,9 +561,11 @@ def read_manifest(path: str, *, owner_uid: int, max_bytes: int = MANIFEST_MAX_BY
     except OSError as e:
         raise _Fail(f"cannot be read ({e.strerror})") from None
     fd = -1
+    gids = _owner_gids(owner_uid) if owner_gids is None else frozenset(owner_gids)
     try:
         walked = ""
         for comp in comps[:-1]:
+            _owner_may(os.fstat(dirfd), owner_uid, gids, _SEARCH, walked or "/")
             walked += "/" + comp
             try:
                 nfd = os.open(comp, dflags, dir_fd=dirfd)
@@ -565,6 +573,7 @@ def read_manifest(path: str, *, owner_uid: int, max_bytes: int = MANIFEST_MAX_BY
                 raise _Fail(_why(comp, dirfd, walked, e, directory=True)) from None
             os.close(dirfd)
             dirfd = nfd
+        _owner_may(os.fstat(dirfd), owner_uid, gids, _SEARCH, walked or "/")
         name = comps[-1]
         try:
             st0 = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -584,6 +593,7 @@ def read_manifest(path: str, *, owner_uid: int, max_bytes: int = MANIFEST_MAX_BY
             raise _Fail("changed while it was being read; try again")
         if st.st_uid != owner_uid:
             raise _Fail("is not owned by the job owner; a manifest must be your own file")
+        _owner_may(st, owner_uid, gids, _READ, path)
         if st.st_mode & 0o022:
             raise _Fail(f"is writable by others; run: chmod go-w {path}")
         if st.st_size > max_bytes:
@@ -606,6 +616,33 @@ def read_manifest(path: str, *, owner_uid: int, max_bytes: int = MANIFEST_MAX_BY
         if fd >= 0:
             os.close(fd)
         os.close(dirfd)
+
+
+_SEARCH, _READ = 1, 4
+
+
+def _owner_gids(uid: int) -> frozenset:
+    try:
+        import pwd
+        pw = pwd.getpwuid(uid)
+        return frozenset(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    except (KeyError, ImportError, OSError):
+        return frozenset()
+
+
+def _owner_may(st: os.stat_result, uid: int, gids: frozenset, want: int, shown: str) -> None:
+    """The kernel's permission-bit check (without ACLs) for the owner, on an
+    open file's stat: owner bits, else group bits, else other bits."""
+    if uid == 0:
+        return
+    if st.st_uid == uid:
+        bits = st.st_mode >> 6
+    elif st.st_gid in gids:
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    if bits & want != want:
+        raise _Fail(f"cannot be read: {_q(shown, _PATH_QUOTE_MAX)}: Permission denied")
 
 
 def _why(name: str, dirfd: int, shown: str, err: OSError, *, directory: bool) -> str:

@@ -9,9 +9,8 @@ Every error is a ``ConfigError`` naming the file and the key path, e.g.
 duration like 30s, 10m, 1.5h, 1h30m, 7d, 1w (got 'abc')``.  Unknown keys are errors: a
 typo must not silently do nothing.
 """
-from __future__ import annotations
 
-import dataclasses
+from ._py36 import dataclasses
 import difflib
 import math
 import re

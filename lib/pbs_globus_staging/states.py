@@ -4,7 +4,6 @@ Stdlib only.  PBS saves custom resources across a server restart (comments it
 loses), so this word is the durable, PBS-visible summary of where a job is.
 Users can read it (``qstat -f``) but not set it (the resource has flag=r).
 """
-from __future__ import annotations
 
 # Stage-in
 WAITING = "waiting"              # queuejob accepted the request and held the job
