@@ -21,9 +21,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .core import GlobusEmulator
+if TYPE_CHECKING:  # pragma: no cover
+    from .core import GlobusEmulator
+
+DESCRIPTION = "Run the Globus Transfer + Auth emulator."
 
 
 class SetupError(Exception):
@@ -37,7 +40,7 @@ def _list(doc: Dict[str, Any], key: str) -> List[Dict[str, Any]]:
     return value
 
 
-def apply_setup(emu: GlobusEmulator, doc: Any) -> List[str]:
+def apply_setup(emu: "GlobusEmulator", doc: Any) -> List[str]:
     """Create what the setup document names; returns the lines to print."""
     if not isinstance(doc, dict):
         raise SetupError("setup file must hold a mapping with collections/identities")
@@ -78,9 +81,9 @@ def apply_setup(emu: GlobusEmulator, doc: Any) -> List[str]:
     return lines
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="globus-staging emulator",
-                                     description="Run the Globus Transfer + Auth emulator.")
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The emulator's options: one definition for ``python -m
+    pbs_globus_staging.emulator`` and ``globus-staging emulator``."""
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--root", type=Path, required=True,
@@ -89,7 +92,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=50e6, help="bytes per second per task")
     parser.add_argument("--active-limit", type=int, default=3,
                         help="concurrently moving tasks per identity (0: unlimited)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(
+        prog="globus-staging emulator", description=DESCRIPTION))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .core import GlobusEmulator
+
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port}: expected 0..65535", file=sys.stderr)
         return 2
