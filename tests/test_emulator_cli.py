@@ -63,7 +63,7 @@ def test_standalone_server_with_setup(tmp_path: Path, monkeypatch: pytest.Monkey
     root = tmp_path / "root"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbs_globus_staging.emulator", "--port", "0",
-         "--root", str(root), "--setup", str(setup)],
+         "--root", str(root), "--setup", str(setup), "--accounts", "self"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = _read_until(proc, r"refresh token for alice")

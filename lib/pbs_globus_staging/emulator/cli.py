@@ -9,6 +9,7 @@ identities, grants and clients, then prints the environment lines and the
     identities:
       - username: alice
         id: OPTIONAL-UUID
+        local_account: OPTIONAL          # files as this account (default: --accounts)
         grants: [{collection: site, path: /, write: true}]
         clients: [{id: OPTIONAL, secret: OPTIONAL}]     # client_credentials acting as alice
         login: true                                     # refresh token for the native client
@@ -60,7 +61,11 @@ def apply_setup(emu: "GlobusEmulator", doc: Any) -> List[str]:
     for ident in _list(doc, "identities"):
         if not isinstance(ident.get("username"), str):
             raise SetupError("each identity needs a 'username'")
-        iid = emu.add_identity(ident["username"], identity_id=ident.get("id"))
+        account = ident.get("local_account")
+        if account is not None and not isinstance(account, str):
+            raise SetupError(f"local_account of {ident['username']} must be a user name")
+        iid = emu.add_identity(ident["username"], identity_id=ident.get("id"),
+                               local_account=account)
         lines.append(f"# identity {ident['username']} = {iid}")
         for g in _list(ident, "grants"):
             coll = names.get(g.get("collection"), g.get("collection"))
@@ -92,6 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=50e6, help="bytes per second per task")
     parser.add_argument("--active-limit", type=int, default=3,
                         help="concurrently moving tasks per identity (0: unlimited)")
+    parser.add_argument("--accounts", choices=("username", "self"), default="username",
+                        help="local account each identity's files are read and written as: "
+                             "'username' (default, as Globus Connect Server maps identities: "
+                             "the username without @domain; needs root to serve more than "
+                             "one account) or 'self' (all as the emulator's own user)")
     return parser
 
 
@@ -112,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     emu = GlobusEmulator(args.root, bytes_per_second=args.rate,
                          active_tasks_per_identity=args.active_limit,
-                         host=args.host, port=args.port)
+                         host=args.host, port=args.port, accounts=args.accounts)
     try:
         lines: List[str] = []
         if args.setup:
