@@ -57,8 +57,13 @@ def safe_comment(text: str, *, limit: int = 200) -> str:
     Commas separate -W attributes and PBS's own parser trims quotes, so they
     are replaced rather than quoted; newlines would break ``qstat`` output.
     """
-    text = " ".join(str(text).replace(",", ";").replace('"', "'").split())
-    return text[:limit]
+    text = " ".join(str(text).replace(",", ";").replace('"', "'").split())[:limit]
+    if text.count("'") % 2:
+        # An odd quote (an apostrophe, or the cut went through a quoted path)
+        # makes PBS refuse the whole value ("illegal -W value"): drop the last.
+        i = text.rfind("'")
+        text = text[:i] + text[i + 1:]
+    return text
 
 
 class PbsCommands:
