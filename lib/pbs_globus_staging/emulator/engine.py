@@ -288,7 +288,8 @@ class Engine:
                 dirs = 1
                 base_src = item.source_path.rstrip("/")
                 base_dst = item.destination_path.rstrip("/")
-                for dirpath, dirnames, filenames in fs.walk(s_local):
+                unreadable: List[OSError] = []
+                for dirpath, dirnames, filenames in fs.walk(s_local, onerror=unreadable.append):
                     rel_dir = Path(dirpath).relative_to(s_local)
                     # recursive_symlinks "ignore": symlinked entries are not followed
                     dirnames[:] = sorted(d for d in dirnames
@@ -307,6 +308,15 @@ class Engine:
                         files.append(FileJob(full, d_local / rel_dir / name,
                                              f"{base_src}/{rel}", f"{base_dst}/{rel}",
                                              fs.size(full)))
+                if unreadable:
+                    # A directory the account may not list is an error of the
+                    # item (retried), never a silently smaller transfer.
+                    exc = unreadable[0]
+                    rel = os.path.relpath(exc.filename or s_local, s_local)
+                    shown = base_src if rel == "." else f"{base_src}/{rel}"
+                    self._fault(task, item, now, _errno_code(exc), f"{exc.strerror}: {shown}",
+                                side="source", path=shown)
+                    return
             else:
                 files.append(FileJob(s_local, d_local, item.source_path,
                                      item.destination_path, fs.size(s_local)))
