@@ -720,8 +720,13 @@ def _ls(emu: "GlobusEmulator", collection_id: str, query: Dict[str, str],
     except OSError as exc:
         raise ApiError(502, "ExternalError.DirListingFailed",
                        f"Directory listing of '{raw}' failed: {exc.strerror}") from None
+    # show_hidden "Defaults to true" (globus-sdk TransferClient.operation_ls);
+    # globus ls sends show_hidden=0 unless --all (globus_cli/commands/ls.py)
+    hidden = query.get("show_hidden", "1").lower() not in ("0", "false")
     entries = []
     for name, kind, size, mtime, mode, uid, gid in listing:
+        if name.startswith(".") and not hidden:
+            continue
         entries.append({"DATA_TYPE": "file", "name": name, "type": kind,
                         "size": size, "last_modified": iso(mtime).replace(
                             "T", " "), "permissions": oct(mode & 0o777)[2:].zfill(4),
