@@ -11,8 +11,6 @@ def test_a_comment_cut_through_a_quoted_path_is_still_one_valid_value():
             + "/lus/bob" * 40 + "' leads through a symbolic link to '/lus/alice'")
     comment = safe_comment(text)
     assert len(comment) <= 200 and comment.startswith("staging: stage-in FAILED")
-    assert split_pbs_list(f"comment={comment}", allow_space=True) == [f"comment={comment}"
-                                                                       .replace("'", "")]
-    for odd in ("the victim's file", "it's 'quoted' and odd"):
-        split_pbs_list(f"comment={safe_comment(odd)}", allow_space=True)
-    assert safe_comment("a 'b' c") == "a 'b' c"
+    assert len(split_pbs_list(f"comment={comment}", allow_space=True)) == 1
+    for odd in ("the victim's file", "it's 'quoted' and odd", 'a "b'):
+        assert len(split_pbs_list(f"comment={safe_comment(odd)}", allow_space=True)) == 1

@@ -191,6 +191,11 @@ def _list(path: str) -> List[Tuple[str, str, int, float, int, int, int]]:
     return out
 
 
+def _readable(path: str) -> None:
+    """Open for reading and close: EACCES etc. as the account would get them."""
+    os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+
+
 def _delete(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         os.rmdir(path)
@@ -201,7 +206,7 @@ def _delete(path: str) -> None:
 _OPS: Dict[str, Callable[..., Any]] = {
     "probe": _probe, "is_symlink": _is_symlink, "scandir": _scandir, "stat": _stat,
     "mkdir": _mkdir, "create": _create, "copy_chunk": _copy_chunk, "digest": _digest,
-    "utime": _utime, "list": _list, "delete": _delete,
+    "utime": _utime, "list": _list, "delete": _delete, "readable": _readable,
 }
 
 
@@ -257,13 +262,22 @@ class Files:
     def listing(self, path: os.PathLike) -> List[Tuple[str, str, int, float, int, int, int]]:
         return [tuple(e) for e in self._call("list", os.fspath(path))]  # type: ignore[misc]
 
+    def check_readable(self, path: os.PathLike) -> None:
+        """Raise the OSError opening ``path`` for reading would give."""
+        self._call("readable", os.fspath(path))
+
     def delete(self, path: os.PathLike) -> None:
         self._call("delete", os.fspath(path))
 
-    def walk(self, top: os.PathLike, onerror: Optional[Callable[[OSError], None]] = None,
-             ) -> Any:
-        """``os.walk(top, followlinks=False)`` as this account: same tuples,
-        and pruning ``dirnames`` in place is honoured."""
+    def walk(self, top: os.PathLike, followlinks: bool = False,
+             onerror: Optional[Callable[[OSError], None]] = None) -> Any:
+        """``os.walk(top, followlinks=False, onerror=...)`` as this account:
+        same tuples, errors (with ``filename``) to ``onerror``, and pruning
+        ``dirnames`` in place is honoured.  Symlinked directories are never
+        entered (``followlinks`` must be False: Globus's recursive_symlinks
+        "ignore")."""
+        if followlinks:
+            raise ValueError("the emulator never follows symlinks in a recursive item")
         top = os.fspath(top)
         try:
             entries = self._call("scandir", top)
@@ -278,7 +292,7 @@ class Files:
         for name in dirs:
             if name in links:
                 continue
-            yield from self.walk(os.path.join(top, name), onerror)
+            yield from self.walk(os.path.join(top, name), onerror=onerror)
 
     def close(self) -> None:
         pass
