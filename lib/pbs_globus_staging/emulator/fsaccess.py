@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import hashlib
 import json
 import os
@@ -361,6 +362,9 @@ class _Worker(Files):
 def _serve_as(account: Account, sock: socket.socket) -> None:  # pragma: no cover - child
     """The worker's whole life: shed the parent's descriptors and privileges,
     then answer requests until the parent closes its end."""
+    # Objects inherited from the parent are never collected here: a finalizer
+    # closing a descriptor number of the parent's could close one of ours.
+    gc.freeze()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     keep = sock.fileno()
