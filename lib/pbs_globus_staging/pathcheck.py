@@ -19,7 +19,7 @@ could replace a directory with a link in between.  Globus in user mode (the
 job owner's own identity and account) has no such window; client mode trades
 it for needing no per-user login.
 
-Stdlib only; runs on Python 3.6+.
+Stdlib only (the agent uses it; hooks need not).
 """
 from __future__ import annotations
 
