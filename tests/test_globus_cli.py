@@ -95,7 +95,7 @@ def cli_world(tmp_path, globus_cli):
         emu.stop()
 
 
-def test_globus_cli_transfer_wait_show_list_ls(cli_world):
+def test_globus_cli_transfer_wait_show_list_ls(cli_world):  # noqa: C901 - one CLI session
     w, run = cli_world, cli_world["run"]
     data = w["remote_dir"] / "data"
     (data / "sub").mkdir(parents=True)
@@ -130,9 +130,25 @@ def test_globus_cli_transfer_wait_show_list_ls(cli_world):
         ("/data/sub/b.dat", "/in/sub/b.dat")]
     listed = json.loads(run("task", "list", "-F", "json").stdout)
     assert [t["task_id"] for t in listed["DATA"]] == [task_id]
+    assert listed["DATA"][0]["filter_rules"] is None
     assert (w["site_dir"] / "in" / "sub" / "b.dat").read_text() == "beta\n"
     ls = json.loads(run("ls", f"{w['site']}:/in/", "-l", "-F", "json").stdout)
     assert sorted(e["name"] for e in ls["DATA"]) == ["a.dat", "sub"]
+
+    # --include/--exclude become filter_rules (first match wins, default include;
+    # globus_cli/commands/transfer.py, globus-sdk TransferData.add_filter_rule)
+    (data / "skip.tmp").write_text("tmp\n")
+    (data / "sub" / "keep.tmp").write_text("kept\n")
+    filtered = json.loads(run("transfer", f"{w['remote']}:/data/", f"{w['site']}:/f/",
+                              "--recursive", "--include", "keep.*", "--exclude", "*.tmp",
+                              "-F", "json").stdout)["task_id"]
+    run("task", "wait", filtered, "--timeout", "60", "--polling-interval", "1")
+    got = sorted(str(p.relative_to(w["site_dir"] / "f"))
+                 for p in (w["site_dir"] / "f").rglob("*") if p.is_file())
+    assert got == [".hidden", "a.dat", "sub/b.dat", "sub/keep.tmp"]
+    rules = json.loads(run("task", "show", filtered, "-F", "json").stdout)["filter_rules"]
+    assert [(r["method"], r["name"], r["type"]) for r in rules] == \
+        [("include", "keep.*", "file"), ("exclude", "*.tmp", "file")]
 
     # the CLI's view of failures: a task that cannot finish times out the wait
     # (exit 1), the emulator's errors reach the CLI's error output

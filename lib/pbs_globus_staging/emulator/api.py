@@ -381,6 +381,28 @@ def _bool(doc: Dict[str, Any], key: str) -> bool:
     return value
 
 
+def _filter_rules(value: Any) -> Optional[List[Dict[str, Any]]]:
+    """``filter_rules`` as globus-sdk ``TransferData.add_filter_rule`` builds
+    them: ``{"DATA_TYPE": "filter_rule", "method": include|exclude, "name":
+    PATTERN, "type": file|dir (optional)}``."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ApiError(400, "ClientError.BadRequest", "Invalid filter_rules: must be a list")
+    rules = []
+    for rule in value:
+        if not isinstance(rule, dict) or rule.get("DATA_TYPE", "filter_rule") != "filter_rule" \
+                or rule.get("method", "exclude") not in ("include", "exclude") \
+                or not isinstance(rule.get("name"), str) or not rule["name"] \
+                or rule.get("type") not in (None, "file", "dir"):
+            raise ApiError(400, "ClientError.BadRequest",
+                           "Invalid filter_rule: expected method include|exclude, a name "
+                           "pattern and an optional type file|dir")
+        rules.append({"DATA_TYPE": "filter_rule", "method": rule.get("method", "exclude"),
+                      "name": rule["name"], "type": rule.get("type")})
+    return rules
+
+
 def _submit(emu: "GlobusEmulator", path: str, doc: Dict[str, Any], who: str) -> Result:
     if doc.get("DATA_TYPE", "transfer") != "transfer":
         raise ApiError(400, "ClientError.BadRequest", "DATA_TYPE must be 'transfer'")
@@ -452,6 +474,7 @@ def _submit(emu: "GlobusEmulator", path: str, doc: Dict[str, Any], who: str) -> 
         "skip_source_errors": _bool(doc, "skip_source_errors"),
         "fail_on_quota_errors": _bool(doc, "fail_on_quota_errors"),
         "delete_destination_extra": _bool(doc, "delete_destination_extra"),
+        "filter_rules": _filter_rules(doc.get("filter_rules")),
     }
     wanted = tuple(sorted((i.source_path, i.destination_path) for i in items))
     for other in emu._tasks.values():

@@ -291,9 +291,11 @@ class Engine:
                 unreadable: List[OSError] = []
                 for dirpath, dirnames, filenames in fs.walk(s_local, onerror=unreadable.append):
                     rel_dir = Path(dirpath).relative_to(s_local)
-                    # recursive_symlinks "ignore": symlinked entries are not followed
+                    # recursive_symlinks "ignore": symlinked entries are not followed;
+                    # an excluded directory takes all it holds with it
                     dirnames[:] = sorted(d for d in dirnames
-                                         if not fs.is_symlink(os.path.join(dirpath, d)))
+                                         if not fs.is_symlink(os.path.join(dirpath, d))
+                                         and task.included(d, is_dir=True))
                     for d in dirnames:
                         dirs += 1
                         target = d_local / rel_dir / d
@@ -302,7 +304,8 @@ class Engine:
                         fs.mkdir(target, exist_ok=True)
                     for name in sorted(filenames):
                         full = Path(dirpath) / name
-                        if fs.is_symlink(full) or not fs.is_file(full):
+                        if fs.is_symlink(full) or not fs.is_file(full) \
+                                or not task.included(name, is_dir=False):
                             continue
                         rel = (rel_dir / name).as_posix()
                         files.append(FileJob(full, d_local / rel_dir / name,
