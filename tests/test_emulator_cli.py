@@ -63,7 +63,7 @@ def test_standalone_server_with_setup(tmp_path: Path, monkeypatch: pytest.Monkey
     root = tmp_path / "root"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pbs_globus_staging.emulator", "--port", "0",
-         "--root", str(root), "--setup", str(setup)],
+         "--root", str(root), "--setup", str(setup), "--accounts", "self"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = _read_until(proc, r"refresh token for alice")
@@ -117,3 +117,44 @@ def test_bad_setup_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_missing_setup_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--root", str(tmp_path), "--setup", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_console_script_takes_the_same_options(tmp_path: Path) -> None:
+    """Issue 11 point 5: ``globus-staging emulator --root DIR --port N`` used to
+    fail with "unrecognized arguments"; both entry points share one parser."""
+    script = Path(sys.executable).with_name("globus-staging")
+    assert script.exists(), f"console script not installed next to {sys.executable}"
+    helps = [subprocess.run(argv + ["--help"], capture_output=True, text=True, timeout=60)
+             for argv in ([str(script), "emulator"],
+                          [sys.executable, "-m", "pbs_globus_staging.emulator"])]
+    assert [h.returncode for h in helps] == [0, 0]
+    assert helps[0].stdout == helps[1].stdout
+    setup = tmp_path / "setup.yaml"
+    setup.write_text(SETUP)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(script), "emulator", "--root", str(tmp_path / "root"), "--port", str(port),
+         "--setup", str(setup), "--rate", "1e9", "--active-limit", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = _read_until(proc, r"refresh token for alice")
+        assert f"export GLOBUS_SDK_SERVICE_URL_TRANSFER=http://127.0.0.1:{port}/" in lines
+        auth = globus_sdk.ConfidentialAppAuthClient("alice-client", "s3cret")
+        auth.base_url = f"http://127.0.0.1:{port}/"
+        token = auth.oauth2_client_credentials_tokens(
+            requested_scopes=globus_sdk.TransferClient.scopes.all)
+        assert token.by_resource_server["transfer.api.globus.org"]["access_token"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    bad = subprocess.run([str(script), "emulator", "--root", str(tmp_path), "--port", "70000"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == \
+        "error: --port 70000: expected 0..65535"

@@ -149,3 +149,92 @@ def test_client_secret_file_must_stay_root_only(csite):
     secret_file.chmod(0o600)
     site.run_until(lambda: site.job_state(job) == "F", timeout=60)
     assert os.stat(secret_file).st_mode & 0o077 == 0
+
+
+# -- local paths are checked where they really lead (issue 11, point 4) -----------
+# Globus acts as the site's one account and follows whatever symlink a user
+# plants, so the string check at qsub is not enough: right before submission
+# the agent resolves each local path (pathcheck) and it must still be under the
+# owner's roots.
+
+def _victims_secret(site, victim):
+    secret = site.site_dir / victim / "secret.dat"
+    secret.write_text("victim's data\n")
+    return secret
+
+
+def _refused(site, job, direction):
+    site.run_until(lambda: request_state(site, job, direction) == "failed", timeout=60)
+    return site.timeline(job)
+
+
+def test_stage_out_through_a_symlink_planted_by_the_job_is_refused(csite):
+    site, victim, attacker, _, _ = csite
+    _victims_secret(site, victim)
+    mine = site.site_dir / attacker
+    # the job itself plants the link, long after qsub checked the string
+    script = f"#!/bin/sh\nln -s {site.site_dir}/{victim} {mine}/out\n"
+    job = site.submit("-l", f"stageout_globus={mine}/out/@theta-dtn:/{attacker}/loot/",
+                      user=attacker, script=script)
+    timeline = _refused(site, job, "out")
+    why = next(line for line in timeline.splitlines() if "why:" in line)
+    assert "local path '" in why and f"/{attacker}/out/' leads through a symbolic link to '" \
+        in why and f"/{victim}', which is outside the areas you may use; allowed for " \
+        f"{attacker}: {site.site_dir}/{attacker}/" in why
+    # refused right before submission: after the job ran and planted the link
+    events = timeline.split("timeline:", 1)[1]
+    assert events.index("job_ended") < events.index("stageout_failed")
+    assert tasks_for(site, job) == []                      # nothing was submitted
+    assert not (site.remote_dir / attacker / "loot").exists()
+    assert "leads through a symbolic link" in agent_log(site) or \
+        "stageout_failed" in agent_log(site)
+
+
+def test_stage_in_through_a_symlink_cannot_plant_a_file_in_another_area(csite):
+    site, victim, attacker, _, _ = csite
+    (site.remote_dir / attacker / "payload.dat").write_text("boo\n")
+    mine = site.site_dir / attacker
+    job = site.submit("-l", f"stagein_globus={mine}/drop/planted.dat"
+                            f"@theta-dtn:/{attacker}/payload.dat", user=attacker)
+    (mine / "drop").symlink_to(site.site_dir / victim)     # after qsub's check
+    _refused(site, job, "in")
+    for _ in range(2):
+        site.cycle()
+    site.schedule()
+    q = site.qstat(job)
+    assert q["job_state"] == "H" and "stime" not in q
+    assert site.resource(job, "globus_stage_state") == "stagein-failed", site.timeline(job)
+    assert "leads through a symbolic link to" in q["comment"]
+    assert tasks_for(site, job) == []
+    assert not (site.site_dir / victim / "planted.dat").exists()
+
+
+def test_recursive_stage_in_refuses_a_destination_holding_a_link_outside(csite):
+    site, victim, attacker, _, _ = csite
+    data = site.remote_dir / attacker / "data" / "sub"
+    data.mkdir(parents=True)
+    (data / "planted.dat").write_text("boo\n")
+    dest = site.site_dir / attacker / "in"
+    dest.mkdir()
+    (dest / "sub").symlink_to(site.site_dir / victim)
+    job = site.submit("-l", f"stagein_globus={dest}/@theta-dtn:/{attacker}/data/",
+                      user=attacker)
+    timeline = _refused(site, job, "in")
+    assert (f"local directory '{dest}/' holds a symbolic link '{dest}/sub' leading "
+            "outside the areas you may use") in timeline
+    assert tasks_for(site, job) == []
+    assert not (site.site_dir / victim / "planted.dat").exists()
+
+
+def test_symlinks_inside_the_owners_area_are_fine(csite):
+    site, victim, attacker, service, _ = csite
+    (site.remote_dir / attacker / "in.dat").write_text("mine\n")
+    mine = site.site_dir / attacker
+    (mine / "real").mkdir()
+    (mine / "alias").symlink_to(mine / "real")
+    job = site.submit("-l", f"stagein_globus={mine}/alias/in.dat@theta-dtn:/{attacker}/in.dat",
+                      user=attacker)
+    site.run_until(lambda: site.job_state(job) == "F", timeout=60)
+    assert (mine / "real" / "in.dat").read_text() == "mine\n"
+    (task,) = tasks_for(site, job)
+    assert task.owner_id == service

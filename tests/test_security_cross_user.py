@@ -265,3 +265,84 @@ def test_qalter_and_environment_cannot_redirect_to_the_victim(xsite):
     site.run_until(lambda: site.job_state(job) == "F", timeout=60)
     assert (site.site_dir / attacker / "a.dat").read_text() == "a\n"
     assert not (site.site_dir / victim / "a.dat").exists()
+
+
+# -- the endpoint touches files as the job owner's account (issue 11, point 4) -----
+# The emulator maps each identity to the local account of the same name, as a
+# Globus Connect Server mapped collection does, and does the identity's file
+# work as that account.  The site runs in a directory every account may enter
+# (pytest's tmp_path is root's alone), and each user owns their areas.
+
+@pytest.fixture
+def msite(two_users):  # noqa: F811
+    import shutil
+    import tempfile
+    from pathlib import Path
+    victim, attacker = two_users
+    base = Path(tempfile.mkdtemp(prefix="gs-mapped-", dir="/tmp"))
+    base.chmod(0o755)
+    site = make_site(base)
+    try:
+        site.emulator.map_accounts("username")
+        for user, mode in ((victim, 0o700), (attacker, 0o755)):
+            add_real_user(site, user)
+            pw = pwd.getpwnam(user)
+            for top in (site.site_dir, site.remote_dir):
+                os.chown(top / user, pw.pw_uid, pw.pw_gid)
+                (top / user).chmod(mode)
+        for top in (site.root, site.site_dir, site.remote_dir):
+            top.chmod(0o755)
+        secret = site.site_dir / victim / "secret.dat"
+        secret.write_text("victim's data\n")
+        os.chown(secret, pwd.getpwnam(victim).pw_uid, -1)
+        secret.chmod(0o600)
+        yield site, victim, attacker
+        assert_invariants(site)
+    finally:
+        site.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_stage_out_through_a_symlink_to_another_home_copies_nothing(msite):
+    site, victim, attacker = msite
+    (site.site_dir / attacker / "x").symlink_to(site.site_dir / victim)
+    job = site.submit("-l", f"stageout_globus={site.site_dir}/{attacker}/x/"
+                            f"@theta-dtn:~/{attacker}/loot/",
+                      user=attacker, script="#!/bin/sh\nexit 0\n")
+    # Globus (the emulator, as the attacker's account) cannot read the victim's
+    # directory: the task faults PERMISSION_DENIED and the stage-out is retried
+    # later (agent.stageout_retries), never completed with the victim's data.
+    site.run_until(lambda: "stageout_retry" in site.timeline(job)
+                   or request_state(site, job, "out") == "failed", timeout=90)
+    assert not (site.remote_dir / attacker / "loot" / "secret.dat").exists()
+    (task,) = tasks_for(site, job)
+    assert any(e["code"] == "PERMISSION_DENIED" for e in task.events)
+    assert task.files_transferred == 0 and task.status != "SUCCEEDED"
+    assert "PERMISSION_DENIED" in site.timeline(job)
+    assert request_state(site, job, "out") != "succeeded"
+
+
+def test_stage_in_through_a_symlink_plants_nothing_in_another_home(msite):
+    site, victim, attacker = msite
+    payload = site.remote_dir / attacker / "payload.dat"
+    payload.write_text("boo\n")
+    (site.site_dir / attacker / "x").symlink_to(site.site_dir / victim)
+    job = site.submit("-l", f"stagein_globus={site.site_dir}/{attacker}/x/planted.dat"
+                            f"@theta-dtn:~/{attacker}/payload.dat", user=attacker)
+    site.run_until(lambda: request_state(site, job) == "failed", timeout=90)
+    assert sorted(p.name for p in (site.site_dir / victim).iterdir()) == ["secret.dat"]
+    q = _never_ran(site, job)
+    assert "PERMISSION_DENIED" in q["comment"]
+
+
+def test_staged_in_files_belong_to_the_job_owner(msite):
+    site, victim, attacker = msite
+    data = site.remote_dir / attacker / "in"
+    data.mkdir()
+    (data / "a.dat").write_text("a\n")
+    job = site.submit("-l", f"stagein_globus={site.site_dir}/{attacker}/in/"
+                            f"@theta-dtn:~/{attacker}/in/", user=attacker)
+    site.run_until(lambda: site.job_state(job) == "F", timeout=90)
+    pw = pwd.getpwnam(attacker)
+    for p in (site.site_dir / attacker / "in", site.site_dir / attacker / "in" / "a.dat"):
+        assert (p.stat().st_uid, p.stat().st_gid) == (pw.pw_uid, pw.pw_gid), p

@@ -300,6 +300,12 @@ class Agent:
         resolved = hookcore.validate(raw, direction=direction, user=owner, site=self.cfg,
                                      resource=res_name, project=project)
         req = resolved.request
+        if self.identity_for(owner) == "site":
+            # Globus acts as the site's one account here and would follow any
+            # symlink the owner planted: check where each path really leads.
+            from . import pathcheck, policy
+            pathcheck.check_request(req, user=owner, roots=policy.allowed_roots(self.cfg, owner),
+                                    resource=res_name)
         items = tuple((it.source_collection, it.source_path, it.destination_collection,
                        it.destination_path, bool(it.recursive)) for it in resolved.items)
         identity = self.identity_for(owner)

@@ -156,8 +156,8 @@ def _publish_user_views(cfg, journal) -> None:
 
 
 def cmd_emulator(args) -> int:
-    from .emulator import __main__ as emu_main
-    return int(emu_main.main(args.rest) or 0)
+    from .emulator import cli as emu_cli
+    return int(emu_cli.run(args) or 0)
 
 
 def _installer_inputs(args):
@@ -277,8 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--budget", type=float, help="seconds this run may take")
     a.set_defaults(func=cmd_agent)
 
-    e = sub.add_parser("emulator", help="run the bundled Globus emulator on loopback")
-    e.add_argument("rest", nargs=argparse.REMAINDER)
+    from .emulator import cli as emu_cli
+    e = sub.add_parser("emulator", help="run the bundled Globus emulator on loopback",
+                       description=emu_cli.DESCRIPTION)
+    emu_cli.add_arguments(e)
     e.set_defaults(func=cmd_emulator)
 
     for name, func, text in (("install", cmd_install, "create resources and hooks with qmgr"),

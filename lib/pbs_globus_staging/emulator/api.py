@@ -45,6 +45,7 @@ SUCCESSFUL_PAGE = 100
 TASK_RE = re.compile(r"^/v0\.10/task/([^/]+)(/[a-z_]+)?$")
 ENDPOINT_RE = re.compile(r"^/v0\.10/endpoint/([^/]+)$")
 LS_RE = re.compile(r"^/v0\.10/operation/endpoint/([^/]+)/ls$")
+OP_RE = re.compile(r"^/v0\.10/operation/endpoint/([^/]+)/(stat|mkdir)$")
 
 
 class ApiError(Exception):
@@ -324,6 +325,11 @@ def _transfer_route(emu: "GlobusEmulator", method: str, path: str, query: Dict[s
     m = LS_RE.match(path)
     if m and method == "GET":
         return 200, {}, _ls(emu, m.group(1), query, who)
+    m = OP_RE.match(path)
+    if m and (m.group(2), method) == ("stat", "GET"):
+        return 200, {}, _stat(emu, m.group(1), query.get("path", "/~/"), who)
+    if m and (m.group(2), method) == ("mkdir", "POST"):
+        return 200, {}, _mkdir(emu, m.group(1), _json_body(body), who, path)
     m = TASK_RE.match(path)
     if m:
         task = emu._tasks.get(m.group(1))
@@ -385,6 +391,28 @@ def _bool(doc: Dict[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise ApiError(400, "ClientError.BadRequest", f"Invalid {key}: must be a boolean")
     return value
+
+
+def _filter_rules(value: Any) -> Optional[List[Dict[str, Any]]]:
+    """``filter_rules`` as globus-sdk ``TransferData.add_filter_rule`` builds
+    them: ``{"DATA_TYPE": "filter_rule", "method": include|exclude, "name":
+    PATTERN, "type": file|dir (optional)}``."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ApiError(400, "ClientError.BadRequest", "Invalid filter_rules: must be a list")
+    rules = []
+    for rule in value:
+        if not isinstance(rule, dict) or rule.get("DATA_TYPE", "filter_rule") != "filter_rule" \
+                or rule.get("method", "exclude") not in ("include", "exclude") \
+                or not isinstance(rule.get("name"), str) or not rule["name"] \
+                or rule.get("type") not in (None, "file", "dir"):
+            raise ApiError(400, "ClientError.BadRequest",
+                           "Invalid filter_rule: expected method include|exclude, a name "
+                           "pattern and an optional type file|dir")
+        rules.append({"DATA_TYPE": "filter_rule", "method": rule.get("method", "exclude"),
+                      "name": rule["name"], "type": rule.get("type")})
+    return rules
 
 
 def _submit(emu: "GlobusEmulator", path: str, doc: Dict[str, Any], who: str) -> Result:
@@ -452,6 +480,7 @@ def _submit(emu: "GlobusEmulator", path: str, doc: Dict[str, Any], who: str) -> 
         "skip_source_errors": _bool(doc, "skip_source_errors"),
         "fail_on_quota_errors": _bool(doc, "fail_on_quota_errors"),
         "delete_destination_extra": _bool(doc, "delete_destination_extra"),
+        "filter_rules": _filter_rules(doc.get("filter_rules")),
     }
     wanted = tuple(sorted((i.source_path, i.destination_path) for i in items))
     for other in emu._tasks.values():
@@ -706,23 +735,116 @@ def _ls(emu: "GlobusEmulator", collection_id: str, query: Dict[str, str],
     except PathRefused:
         raise ApiError(403, "EndpointError.PermissionDenied",
                        f"Permission denied: {raw}") from None
-    if not target.exists():
-        raise ApiError(404, "ClientError.NotFound", f"Directory '{raw}' not found")
-    if not target.is_dir():
-        raise ApiError(400, "ClientError.BadRequest", f"Path '{raw}' is not a directory")
+    # As the caller's local account (fsaccess), so the kernel decides what it sees.
+    fs = emu._files(who)
+    try:
+        kind = fs.probe(target)
+        if kind is None:
+            raise ApiError(404, "ClientError.NotFound", f"Directory '{raw}' not found")
+        if kind != "dir":
+            raise ApiError(400, "ClientError.BadRequest", f"Path '{raw}' is not a directory")
+        listing = fs.listing(target)
+    except PermissionError as exc:
+        raise ApiError(403, "EndpointPermissionDenied",
+                       f"Denied by endpoint: {raw}: {exc.strerror}") from None
+    except OSError as exc:
+        raise ApiError(502, "ExternalError.DirListingFailed",
+                       f"Directory listing of '{raw}' failed: {exc.strerror}") from None
+    # show_hidden "Defaults to true" (globus-sdk TransferClient.operation_ls);
+    # globus ls sends show_hidden=0 unless --all (globus_cli/commands/ls.py)
+    hidden = query.get("show_hidden", "1").lower() not in ("0", "false")
     entries = []
-    for child in sorted(target.iterdir()):
-        st = child.lstat()
-        kind = "dir" if child.is_dir() and not child.is_symlink() else (
-            "file" if not child.is_symlink() else "invalid_symlink")
-        entries.append({"DATA_TYPE": "file", "name": child.name, "type": kind,
-                        "size": st.st_size, "last_modified": iso(st.st_mtime).replace(
-                            "T", " "), "permissions": oct(st.st_mode & 0o777)[2:].zfill(4),
-                        "user": None, "group": None, "link_target": None})
+    for name, kind, size, mtime, mode, uid, gid in listing:
+        if name.startswith(".") and not hidden:
+            continue
+        entries.append({"DATA_TYPE": "file", "name": name, "type": kind,
+                        "size": size, "last_modified": iso(mtime).replace(
+                            "T", " "), "permissions": oct(mode & 0o777)[2:].zfill(4),
+                        "user": _owner_name(uid), "group": _group_name(gid),
+                        "link_target": None})
     return {"DATA_TYPE": "file_list", "DATA": entries, "path": norm if norm.endswith("/")
             else norm + "/", "endpoint": collection_id, "absolute_path": norm,
             "length": len(entries), "total": len(entries), "rename_supported": True,
             "symlink_supported": False}
+
+
+def _mapped_path(emu: "GlobusEmulator", collection_id: str, raw: str, who: str, *,
+                 write: bool) -> Any:
+    coll = emu._collections.get(collection_id)
+    if coll is None:
+        raise ApiError(404, "ClientError.NotFound", f"Endpoint '{collection_id}' not found")
+    authz.check_access(emu, emu._request_token, (collection_id,))
+    try:
+        norm = normalize(raw)
+        if not emu._allowed(who, collection_id, norm, write=write):
+            raise PathRefused(norm)
+        return norm, local_path(coll, norm)
+    except PathRefused:
+        raise ApiError(403, "EndpointPermissionDenied",
+                       f"Denied by endpoint: {raw}: Permission denied") from None
+
+
+def _stat(emu: "GlobusEmulator", collection_id: str, raw: str, who: str) -> Dict[str, Any]:
+    """``operation_stat`` as the caller's local account; shapes of globus-sdk's
+    ``testing/data/transfer/operation_stat.py`` (404 NotFound, 403
+    EndpointPermissionDenied)."""
+    _norm, target = _mapped_path(emu, collection_id, raw, who, write=False)
+    fs = emu._files(who)
+    try:
+        kind = fs.probe(target)
+        if kind is None:
+            raise ApiError(404, "NotFound", f"Path not found: {raw}: No such file or directory")
+        size, mtime, _atime, mode, uid, gid = fs.stat(target)
+    except PermissionError as exc:
+        raise ApiError(403, "EndpointPermissionDenied",
+                       f"Denied by endpoint: {raw}: {exc.strerror}") from None
+    except OSError as exc:
+        raise ApiError(502, "ExternalError", f"stat of '{raw}' failed: {exc.strerror}") from None
+    return {"DATA_TYPE": "file", "name": target.name, "type": "dir" if kind == "dir" else "file",
+            "size": size, "last_modified": iso(mtime).replace("T", " "),
+            "permissions": oct(mode & 0o777)[2:].zfill(4), "user": _owner_name(uid),
+            "group": _group_name(gid), "link_target": None, "link_user": None,
+            "link_group": None, "link_size": None, "link_last_modified": None}
+
+
+def _mkdir(emu: "GlobusEmulator", collection_id: str, doc: Dict[str, Any], who: str,
+           path: str) -> Dict[str, Any]:
+    """``operation_mkdir`` as the caller's local account (who then owns the
+    directory); result of globus-sdk's ``testing/data/transfer/operation_mkdir.py``."""
+    raw = doc.get("path")
+    if not isinstance(raw, str) or not raw:
+        raise ApiError(400, "ClientError.BadRequest", "Invalid path: must be a string")
+    _norm, target = _mapped_path(emu, collection_id, raw, who, write=True)
+    try:
+        emu._files(who).mkdir(target)
+    except FileExistsError:
+        raise ApiError(502, "ExternalError.MkdirFailed.Exists",
+                       f"Path already exists: {raw}") from None
+    except PermissionError as exc:
+        raise ApiError(403, "EndpointPermissionDenied",
+                       f"Denied by endpoint: {raw}: {exc.strerror}") from None
+    except OSError as exc:
+        raise ApiError(502, "ExternalError.MkdirFailed",
+                       f"mkdir of '{raw}' failed: {exc.strerror}") from None
+    return {"DATA_TYPE": "mkdir_result", "code": "DirectoryCreated",
+            "message": "The directory was created successfully",
+            "request_id": new_request_id(), "resource": path}
+
+
+def _owner_name(uid: int) -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 __all__ = ["handle", "ApiError"]

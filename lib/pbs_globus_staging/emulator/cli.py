@@ -11,6 +11,7 @@ identities, grants and clients, then prints the environment lines and the
     identities:
       - username: alice
         id: OPTIONAL-UUID
+        local_account: OPTIONAL          # files as this account (default: --accounts)
         grants: [{collection: site, path: /, write: true}]
         clients: [{id: OPTIONAL, secret: OPTIONAL}]     # client_credentials acting as alice
         login: true                                     # refresh token for the native client
@@ -23,9 +24,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .core import GlobusEmulator
+if TYPE_CHECKING:  # pragma: no cover
+    from .core import GlobusEmulator
+
+DESCRIPTION = "Run the Globus Transfer + Auth emulator."
 
 
 class SetupError(Exception):
@@ -39,7 +43,7 @@ def _list(doc: Dict[str, Any], key: str) -> List[Dict[str, Any]]:
     return value
 
 
-def apply_setup(emu: GlobusEmulator, doc: Any) -> List[str]:
+def apply_setup(emu: "GlobusEmulator", doc: Any) -> List[str]:
     """Create what the setup document names; returns the lines to print."""
     if not isinstance(doc, dict):
         raise SetupError("setup file must hold a mapping with collections/identities")
@@ -64,7 +68,11 @@ def apply_setup(emu: GlobusEmulator, doc: Any) -> List[str]:
     for ident in _list(doc, "identities"):
         if not isinstance(ident.get("username"), str):
             raise SetupError("each identity needs a 'username'")
-        iid = emu.add_identity(ident["username"], identity_id=ident.get("id"))
+        account = ident.get("local_account")
+        if account is not None and not isinstance(account, str):
+            raise SetupError(f"local_account of {ident['username']} must be a user name")
+        iid = emu.add_identity(ident["username"], identity_id=ident.get("id"),
+                               local_account=account)
         lines.append(f"# identity {ident['username']} = {iid}")
         for g in _list(ident, "grants"):
             coll = names.get(g.get("collection"), g.get("collection"))
@@ -85,9 +93,9 @@ def apply_setup(emu: GlobusEmulator, doc: Any) -> List[str]:
     return lines
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="globus-staging emulator",
-                                     description="Run the Globus Transfer + Auth emulator.")
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The emulator's options: one definition for ``python -m
+    pbs_globus_staging.emulator`` and ``globus-staging emulator``."""
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--root", type=Path, required=True,
@@ -96,13 +104,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=50e6, help="bytes per second per task")
     parser.add_argument("--active-limit", type=int, default=3,
                         help="concurrently moving tasks per identity (0: unlimited)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--accounts", choices=("username", "self"), default="username",
+                        help="local account each identity's files are read and written as: "
+                             "'username' (default, as Globus Connect Server maps identities: "
+                             "the username without @domain; needs root to serve more than "
+                             "one account) or 'self' (all as the emulator's own user)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(
+        prog="globus-staging emulator", description=DESCRIPTION))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .core import GlobusEmulator
+
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port}: expected 0..65535", file=sys.stderr)
         return 2
     emu = GlobusEmulator(args.root, bytes_per_second=args.rate,
                          active_tasks_per_identity=args.active_limit,
-                         host=args.host, port=args.port)
+                         host=args.host, port=args.port, accounts=args.accounts)
     try:
         lines: List[str] = []
         if args.setup:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .engine import Engine, normalize, PathRefused
-from .model import (ACTIVE, FAILED, INACTIVE, SUCCEEDED, TRANSFER_RS,
+from .fsaccess import SELF, AccountMap, AccountRefused, Files, RefusedFiles
+from .model import (ACTIVE, FAILED, INACTIVE, SUCCEEDED, TRANSFER_RS, TRANSFER_SCOPE,
                     AccessToken, Call, Client, Collection, Grant, Identity, Item,
                     RefreshToken, Task)
 
@@ -39,7 +40,12 @@ class GlobusEmulator:
                  requests_per_second: Optional[float] = None,
                  access_token_lifetime: int = 172800,
                  fault_retry_interval: float = 0.2,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, accounts: str = SELF) -> None:
+        """``accounts``: which local account does an identity's file work
+        (see ``fsaccess``): ``"username"`` maps each identity to the local
+        account of its username, as GCSv5 does by default (the standalone
+        emulator's default); ``"self"`` does it all as this process (for tests
+        whose identities are not local accounts)."""
         if bytes_per_second < 0:
             raise ValueError("bytes_per_second must be >= 0 (0 stalls all copying)")
         if active_tasks_per_identity < 0:
@@ -75,6 +81,7 @@ class GlobusEmulator:
         self._buckets: Dict[str, Tuple[float, float]] = {}
         self._calls: List[Call] = []
         self.internal_errors: List[BaseException] = []
+        self.accounts = AccountMap(accounts)
         self._engine = Engine(self)
         self._server: Any = None
         self._threads: List[threading.Thread] = []
@@ -110,6 +117,7 @@ class GlobusEmulator:
             t.join(timeout=5)
         self._server = None
         self._threads = []
+        self.accounts.close()
 
     def __enter__(self) -> "GlobusEmulator":
         return self.start()
@@ -171,8 +179,17 @@ class GlobusEmulator:
                                                 high_assurance=bool(high_assurance))
         return cid
 
-    def add_identity(self, username: str, *, identity_id: Optional[str] = None) -> str:
+    def add_identity(self, username: str, *, identity_id: Optional[str] = None,
+                     local_account: Optional[str] = None) -> str:
+        """``local_account``: the account this identity's files are touched as,
+        instead of the mapping's choice (ValueError if the emulator cannot act
+        as it)."""
         iid = str(uuid.UUID(identity_id)) if identity_id else str(uuid.uuid4())
+        if local_account is not None:
+            try:
+                self.accounts.assign(username, local_account)
+            except AccountRefused as exc:
+                raise ValueError(f"identity {username}: {exc.strerror}") from None
         with self._lock:
             if iid in self._identities:
                 raise ValueError(f"identity {iid} already exists")
@@ -389,7 +406,20 @@ class GlobusEmulator:
                                    f"(wanted {status})")
             time.sleep(0.01)
 
+    def map_accounts(self, mapping: str) -> None:
+        """Switch the identity -> local account mapping (``"username"`` or
+        ``"self"``); later file operations use it."""
+        with self._lock:
+            self.accounts.set_mapping(mapping)
+
     # -- internals shared with the API -----------------------------------------
+    def _files(self, identity_id: str) -> Files:
+        """File operations as the local account ``identity_id`` maps to."""
+        try:
+            return self.accounts.files(self._need_identity(identity_id).username)
+        except AccountRefused as exc:
+            return RefusedFiles(exc)
+
     def _need_identity(self, identity_id: str) -> Identity:
         try:
             return self._identities[identity_id]

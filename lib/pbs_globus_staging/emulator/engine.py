@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List
 
+from .fsaccess import Files
 from .model import (ACTIVE, FAILED, INACTIVE, NICE_DESCRIPTIONS, SUCCEEDED, Collection, FileJob,
                     Item, Task, iso)
 
@@ -255,17 +256,26 @@ class Engine:
                         f"Permission denied: {item.destination_path}",
                         side="destination", path=item.destination_path)
             return
-        if not s_local.exists():
+        # As the owner's local account (fsaccess): the kernel decides what it may see.
+        fs = emu._files(task.owner_id)
+        try:
+            kind = fs.probe(s_local)
+        except OSError as exc:
+            self._fault(task, item, now, _errno_code(exc),
+                        f"{exc.strerror}: {item.source_path}", side="source",
+                        path=item.source_path)
+            return
+        if kind is None:
             self._fault(task, item, now, "FILE_NOT_FOUND",
                         f"No such file or directory: {item.source_path}",
                         side="source", path=item.source_path)
             return
-        if item.recursive and not s_local.is_dir():
+        if item.recursive and kind != "dir":
             self._fault(task, item, now, "NOT_A_DIRECTORY",
                         f"Not a directory (recursive item): {item.source_path}",
                         side="source", path=item.source_path)
             return
-        if not item.recursive and s_local.is_dir():
+        if not item.recursive and kind == "dir":
             self._fault(task, item, now, "IS_A_DIRECTORY",
                         f"Is a directory (item not recursive): {item.source_path}",
                         side="source", path=item.source_path)
@@ -274,32 +284,45 @@ class Engine:
         dirs = 0
         try:
             if item.recursive:
-                d_local.mkdir(parents=True, exist_ok=True)
+                fs.mkdir(d_local, parents=True, exist_ok=True)
                 dirs = 1
                 base_src = item.source_path.rstrip("/")
                 base_dst = item.destination_path.rstrip("/")
-                for dirpath, dirnames, filenames in os.walk(s_local, followlinks=False):
+                unreadable: List[OSError] = []
+                for dirpath, dirnames, filenames in fs.walk(s_local, onerror=unreadable.append):
                     rel_dir = Path(dirpath).relative_to(s_local)
-                    # recursive_symlinks "ignore": symlinked entries are not followed
+                    # recursive_symlinks "ignore": symlinked entries are not followed;
+                    # an excluded directory takes all it holds with it
                     dirnames[:] = sorted(d for d in dirnames
-                                         if not os.path.islink(os.path.join(dirpath, d)))
+                                         if not fs.is_symlink(os.path.join(dirpath, d))
+                                         and task.included(d, is_dir=True))
                     for d in dirnames:
                         dirs += 1
                         target = d_local / rel_dir / d
                         if not _inside(dst_coll, target.parent):
                             raise PathRefused(str(target))
-                        target.mkdir(exist_ok=True)
+                        fs.mkdir(target, exist_ok=True)
                     for name in sorted(filenames):
                         full = Path(dirpath) / name
-                        if full.is_symlink() or not full.is_file():
+                        if fs.is_symlink(full) or not fs.is_file(full) \
+                                or not task.included(name, is_dir=False):
                             continue
                         rel = (rel_dir / name).as_posix()
                         files.append(FileJob(full, d_local / rel_dir / name,
                                              f"{base_src}/{rel}", f"{base_dst}/{rel}",
-                                             full.stat().st_size))
+                                             fs.size(full)))
+                if unreadable:
+                    # A directory the account may not list is an error of the
+                    # item (retried), never a silently smaller transfer.
+                    exc = unreadable[0]
+                    rel = os.path.relpath(exc.filename or s_local, s_local)
+                    shown = base_src if rel == "." else f"{base_src}/{rel}"
+                    self._fault(task, item, now, _errno_code(exc), f"{exc.strerror}: {shown}",
+                                side="source", path=shown)
+                    return
             else:
                 files.append(FileJob(s_local, d_local, item.source_path,
-                                     item.destination_path, s_local.stat().st_size))
+                                     item.destination_path, fs.size(s_local)))
         except PathRefused:
             self._fault(task, item, now, "PERMISSION_DENIED",
                         f"Permission denied: {item.destination_path}",
@@ -319,6 +342,7 @@ class Engine:
 
     def _copy_item(self, task: Task, item: Item, now: float, budget: int) -> int:
         dst_coll = self.emu._collections[task.destination_endpoint_id]
+        fs = self.emu._files(task.owner_id)
         used = 0
         for job in item.files:
             if job.done:
@@ -328,19 +352,25 @@ class Engine:
             try:
                 if not job.started:
                     if not _inside(dst_coll, job.dst.parent) or (
-                            job.dst.is_symlink() and not _inside(dst_coll, job.dst)):
+                            fs.is_symlink(job.dst) and not _inside(dst_coll, job.dst)):
                         raise PermissionError(errno.EACCES, "Permission denied",
                                               job.dst_display)
-                    if task.sync_level is not None and self._up_to_date(job, task.sync_level):
+                    if task.sync_level is not None and \
+                            self._up_to_date(fs, job, task.sync_level):
                         job.started = job.done = True
                         task.files_skipped += 1
                         task.subtasks_succeeded += 1
                         continue
-                    job.dst.parent.mkdir(parents=True, exist_ok=True)
-                    with open(job.dst, "wb"):
-                        pass
+                    try:
+                        fs.mkdir(job.dst.parent, parents=True, exist_ok=True)
+                        fs.create(job.dst)
+                    except OSError as exc:
+                        self._fault(task, item, now, _errno_code(exc),
+                                    f"{exc.strerror or 'I/O error'}: {job.dst_display}",
+                                    side="destination", path=job.dst_display)
+                        return used
                     job.started = True
-                used += self._copy_chunk(task, job, budget - used)
+                used += self._copy_chunk(fs, task, job, budget - used)
             except OSError as exc:
                 self._fault(task, item, now, _errno_code(exc),
                             f"{exc.strerror or 'I/O error'}: {job.src_display}",
@@ -352,8 +382,8 @@ class Engine:
                 task.subtasks_succeeded += 1
                 task.successful.append((job.src_display, job.dst_display))
                 if task.preserve_timestamp:
-                    st = job.src.stat()
-                    os.utime(job.dst, (st.st_atime, st.st_mtime))
+                    _size, mtime, atime = fs.stat(job.src)[:3]
+                    fs.utime(job.dst, atime, mtime)
                 if not task.explicit_deadline:
                     task.deadline = max(task.deadline, now + PROGRESS_DEADLINE)
         if item.fault_code is not None and used:
@@ -364,42 +394,27 @@ class Engine:
         return used
 
     @staticmethod
-    def _copy_chunk(task: Task, job: FileJob, budget: int) -> int:
-        copied = 0
-        with open(job.src, "rb") as src, open(job.dst, "r+b") as dst:
-            src.seek(job.offset)
-            dst.seek(job.offset)
-            while True:
-                want = min(CHUNK, budget - copied)
-                if want <= 0:
-                    # a zero-length remainder is still worth one EOF probe
-                    if src.read(1) == b"":
-                        job.done = True
-                    break
-                data = src.read(want)
-                if not data:
-                    job.done = True
-                    break
-                dst.write(data)
-                copied += len(data)
-                job.offset += len(data)
+    def _copy_chunk(fs: Files, task: Task, job: FileJob, budget: int) -> int:
+        copied, eof = fs.copy_chunk(job.src, job.dst, job.offset, budget)
+        job.offset += copied
+        job.done = eof
         task.bytes_transferred += copied
         if task.verify_checksum:
             task.bytes_checksummed += copied
         return copied
 
     @staticmethod
-    def _up_to_date(job: FileJob, level: int) -> bool:
-        if not job.dst.is_file():
+    def _up_to_date(fs: Files, job: FileJob, level: int) -> bool:
+        if not fs.is_file(job.dst):
             return False
         if level == 0:
             return True
-        s, d = job.src.stat(), job.dst.stat()
-        if s.st_size != d.st_size:
+        (s_size, s_mtime), (d_size, d_mtime) = fs.stat(job.src)[:2], fs.stat(job.dst)[:2]
+        if s_size != d_size:
             return False
         if level == 1:
             return True
         if level == 2:
-            return int(d.st_mtime) >= int(s.st_mtime)
-        return _digest(job.src) == _digest(job.dst)
+            return int(d_mtime) >= int(s_mtime)
+        return fs.digest(job.src) == fs.digest(job.dst)
 

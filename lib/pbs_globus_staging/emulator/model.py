@@ -174,6 +174,7 @@ class Task:
     skip_source_errors: bool = False
     fail_on_quota_errors: bool = False
     delete_destination_extra: bool = False
+    filter_rules: Optional[List[Dict[str, Any]]] = None
     status: str = ACTIVE
     completion_time: Optional[float] = None
     fatal_error: Optional[Dict[str, str]] = None
@@ -203,6 +204,18 @@ class Task:
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    def included(self, name: str, *, is_dir: bool) -> bool:
+        """``filter_rules`` for an entry found in a recursive item: the first
+        rule whose pattern and type match decides; none matching includes it
+        (globus-sdk ``TransferData.add_filter_rule``)."""
+        import fnmatch
+        for rule in self.filter_rules or ():
+            if rule["type"] not in (None, "dir" if is_dir else "file"):
+                continue
+            if fnmatch.fnmatchcase(name, rule["name"]):
+                return rule["method"] == "include"
+        return True
 
     @property
     def item_paths(self) -> Tuple[Tuple[str, str], ...]:
@@ -308,7 +321,7 @@ class Task:
             "fail_on_quota_errors": self.fail_on_quota_errors,
             "delete_destination_extra": self.delete_destination_extra,
             "recursive_symlinks": "ignore",
-            "filter_rules": None,
+            "filter_rules": [dict(r) for r in self.filter_rules] if self.filter_rules else None,
         }
 
     def _nice_details(self, nice: Optional[str]) -> Optional[str]:
