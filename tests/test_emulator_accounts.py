@@ -22,6 +22,7 @@ import globus_sdk
 import pytest
 from globus_sdk.transport import RetryConfig
 
+from pbs_globus_staging.credentials import login_scope
 from pbs_globus_staging.emulator import GlobusEmulator
 from security_helpers import two_users  # noqa: F401
 
@@ -62,7 +63,7 @@ def world(two_users, monkeypatch):  # noqa: F811
             ident = emu.add_identity(f"{user}@{DOMAIN}")
             emu.grant(ident, ids["site"], "/")
             emu.grant(ident, ids["remote"], "/")
-            clients[user] = _client(*emu.add_client(ident))
+            clients[user] = _client(*emu.add_client(ident), collections=ids.values())
         secret = home / victim / "secret.dat"
         secret.write_text("victim's data\n")
         _own(secret, victim, 0o600)
@@ -74,11 +75,12 @@ def world(two_users, monkeypatch):  # noqa: F811
     assert not emu.internal_errors, emu.internal_errors
 
 
-def _client(client_id: str, secret: str) -> globus_sdk.TransferClient:
+def _client(client_id: str, secret: str, *, collections=()) -> globus_sdk.TransferClient:
+    # Mapped collections need their data_access consent in the token (emulator/auth.py).
     auth = globus_sdk.ConfidentialAppAuthClient(client_id, secret)
     return globus_sdk.TransferClient(
         authorizer=globus_sdk.ClientCredentialsAuthorizer(
-            auth, globus_sdk.TransferClient.scopes.all),
+            auth, str(login_scope(list(collections)))),
         retry_config=RetryConfig(max_retries=0))
 
 
@@ -207,7 +209,7 @@ def test_identity_without_a_local_account_touches_nothing(world):
     ghost = emu.add_identity(f"nosuchuser-{os.getpid()}@{DOMAIN}")
     emu.grant(ghost, w["site"], "/")
     emu.grant(ghost, w["remote"], "/")
-    tc = _client(*emu.add_client(ghost))
+    tc = _client(*emu.add_client(ghost), collections=(w["site"], w["remote"]))
     (w["far"] / "open.txt").write_text("anyone\n")
     task = _submit(tc, w["remote"], w["site"], [("/open.txt", "/open.txt", False)])
     _wait(tc, task, _denied)

@@ -66,8 +66,13 @@ def globus_cli() -> Path:
 def cli_world(tmp_path, globus_cli):
     emu = GlobusEmulator(tmp_path / "globus", bytes_per_second=float("inf")).start()
     try:
-        site = emu.add_collection("site")
-        remote = emu.add_collection("remote")
+        # Guest collections: globus-cli asks a client login's token for Transfer
+        # alone (login_manager/manager.py adds data_access only for user logins on
+        # GCS commands), so on mapped collections the real service, and the
+        # emulator, answer ConsentRequired to it; that refusal is pinned below.
+        site = emu.add_collection("site", entity_type="GCSv5_guest_collection")
+        remote = emu.add_collection("remote", entity_type="GCSv5_guest_collection")
+        mapped = emu.add_collection("mapped")
         ident = emu.add_identity("alice@example.org")
         emu.grant(ident, site, "/")
         emu.grant(ident, remote, "/data", write=False)
@@ -88,7 +93,9 @@ def cli_world(tmp_path, globus_cli):
                 assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
             return proc
 
-        yield {"emu": emu, "run": run, "site": site, "remote": remote, "ident": ident,
+        emu.grant(ident, mapped, "/")
+        yield {"emu": emu, "run": run, "site": site, "remote": remote, "mapped": mapped,
+               "ident": ident,
                "site_dir": emu.root / "site", "remote_dir": emu.root / "remote"}
         assert not emu.internal_errors, emu.internal_errors
     finally:
@@ -167,3 +174,12 @@ def test_globus_cli_transfer_wait_show_list_ls(cli_world):  # noqa: C901 - one C
     # every route the CLI used exists in the emulator
     unknown = [c for c in w["emu"].calls if c.status == 404 and "ls" not in c.path]
     assert unknown == [], unknown
+
+
+def test_globus_cli_client_login_on_a_mapped_collection_gets_consent_required(cli_world):
+    """The real CLI, logged in as a client, sees the ConsentRequired refusal a
+    mapped collection gives a token without its data_access scope."""
+    proc = cli_world["run"]("ls", f"{cli_world['mapped']}:/", "-F", "json", check=False)
+    assert proc.returncode != 0
+    assert "ConsentRequired" in proc.stdout + proc.stderr
+    assert f"{cli_world['mapped']}/data_access" in proc.stdout + proc.stderr
