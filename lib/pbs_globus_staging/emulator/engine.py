@@ -323,6 +323,14 @@ class Engine:
                     # recursive_symlinks "ignore": symlinked entries are not followed
                     dirnames[:] = sorted(d for d in dirnames
                                          if not os.path.islink(os.path.join(dirpath, d)))
+                    for d in list(dirnames):
+                        rel = (rel_dir / d).as_posix()
+                        if emu._is_ambiguous(src_coll.collection_id,
+                                             normalize(f"{base_src}/{rel}")):
+                            dirnames.remove(d)
+                            trouble.append(("AMBIGUOUS_PATH",
+                                            f"Ambiguous path: {base_src}/{rel}",
+                                            f"{base_src}/{rel}", f"{base_dst}/{rel}", True))
                     for d in dirnames:
                         dirs += 1
                         target = d_local / rel_dir / d
