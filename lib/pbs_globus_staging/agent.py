@@ -576,9 +576,9 @@ class Agent:
             return None
         if limit <= 0 or now - t.submitted < limit:
             return None
-        return (f"DEADLINE: not finished within the site's default deadline of "
+        return (f"DEADLINE: not finished within the default deadline of "
                 f"{_duration_text(limit)} (agent.default_deadline); Globus task {t.task_id} "
-                "canceled. Ask for more time with +deadline=... in the request")
+                "canceled; ask for more time with +deadline=")
 
     def _spec(self, t: object) -> TransferSpec:
         import datetime as dt

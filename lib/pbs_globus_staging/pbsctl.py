@@ -54,10 +54,12 @@ def read_pbs_conf(path: Optional[str] = None,
 def safe_comment(text: str, *, limit: int = 200) -> str:
     """A comment PBS will take through ``qalter -W comment=``.
 
-    Commas separate -W attributes and PBS's own parser trims quotes, so they
-    are replaced rather than quoted; newlines would break ``qstat`` output.
+    Commas separate -W attributes and PBS's own parser trims quotes (either
+    kind: a lone apostrophe, as in "the site's", is an unbalanced quote and
+    PBS refuses the whole qalter), so they are replaced rather than quoted;
+    newlines would break ``qstat`` output.
     """
-    text = " ".join(str(text).replace(",", ";").replace('"', "'").split())
+    text = " ".join(str(text).replace(",", ";").replace('"', "`").replace("'", "`").split())
     return text[:limit]
 
 
