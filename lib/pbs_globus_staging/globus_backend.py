@@ -16,8 +16,13 @@ Globus answer (after the SDK's own retries)            raised
 401 AuthenticationFailed; token refresh invalid_grant  ``WaitingForUser`` (action: login)
 403 ConsentRequired                                     ``WaitingForUser`` (code ConsentRequired,
                                                         action ``globus-staging login --collection C``)
-429, 5xx, network errors, timeouts                      ``RetryableError``
+5xx whose code contains ExternalError/EndpointError    ``EndpointTrouble`` (one collection's
+                                                        endpoint; the SDK does not retry these)
+429, other 5xx, network errors, timeouts                ``RetryableError``
 409 Conflict at submit                                  adopt the active task with the same paths
+                                                        (by content tag, else the only active
+                                                        task between the two collections);
+                                                        otherwise ``SubmitConflict``
 any other 4xx                                           ``FatalError`` with Globus's code and message
 =====================================================  ==========================================
 
@@ -31,12 +36,18 @@ SUCCEEDED  --                                       DONE
 FAILED     fatal_error {code, description}          FATAL                fatal_code = code (CANCELED,
                                                                          EXPIRED, ...), message =
                                                                          description
+FAILED     canceled_by_admin set                    FATAL                fatal_code CANCELED_BY_ADMIN,
+                                                                         message = the admin's
+                                                                         canceled_by_admin_message
 INACTIVE   (credentials expired)                    WAITING_FOR_USER     action = provider's login
                                                                          command
 ACTIVE     None, "OK", "Queued"                     RUNNING
-ACTIVE     a code in ``fault_codes_fatal``          RUNNING              fatal_code = that code: the
-           (FILE_NOT_FOUND, PERMISSION_DENIED,                           agent fails fast after its
-           QUOTA_EXCEEDED, NO_SPACE_LEFT, ...)                           configured window
+ACTIVE     is_paused                                RUNNING              nice_status = PAUSED (holds
+                                                                         no Globus slot)
+ACTIVE     a code in ``fault_codes_fatal``          RUNNING              fatal_code = that code: a
+           (FILE_NOT_FOUND, PERMISSION_DENIED,                           hint only; the agent times
+           QUOTA_EXCEEDED, NO_SPACE_LEFT,                                the fault from the event list
+           INVALID_PATH_NAME, IS_A_DIRECTORY, ...)                       (``fatal_fault``)
 ACTIVE     any other fault (CONNECT_FAILED,         RUNNING              nice_status kept; Globus
            ENDPOINT_TOO_BUSY, GC_PAUSED, ...)                            keeps retrying by itself
 other      unknown status                           RUNNING              nice_status = the status
@@ -45,7 +56,9 @@ other      unknown status                           RUNNING              nice_st
 Progress (files, files_transferred, files_skipped, bytes_transferred,
 effective_bytes_per_second, faults) is copied from the task document.
 Tasks not returned by ``task_list`` (not visible to this identity) are absent
-from ``poll``'s result.
+from ``poll``'s result.  ``skipped_errors`` lists, all pages, what a task
+skipped under ``skip_source_errors``: the agent's evidence, with SUCCEEDED,
+of which items arrived.
 """
 from __future__ import annotations
 
