@@ -510,7 +510,7 @@ class Agent:
         for ident in identities:
             live = [t for t in self.journal.transfers(status=LIVE_TRANSFER, identity=ident)
                     if not t.grafted]
-            holding = [t for t in live if t.status == T_NEW or (
+            holding = [t for t in live if (t.status == T_NEW and not self._backing_off(t)) or (
                 t.status == T_ACTIVE and (t.nice_status or "").upper() != "PAUSED")]
             free[ident] = decide.slots_free(holding=len(holding), live=len(live), limit=limit,
                                             pending_limit=pending_limit)
@@ -615,7 +615,7 @@ class Agent:
                 continue
             if t.identity in throttled:
                 continue
-            if float(j.get_meta(f"backoff:{t.transfer_id}") or 0) > now:
+            if self._backing_off(t, now):
                 continue
             if not self._within_rate(t.identity):
                 throttled.add(t.identity)
@@ -645,6 +645,13 @@ class Agent:
             except FatalError as exc:
                 self._transfer_failed(t, str(exc), now, code="SUBMIT_REFUSED")
                 continue
+            other = j.transfer_by_task_id(result.task_id) if result.adopted else None
+            if other is not None and other.transfer_id != t.transfer_id:
+                # Another request of ours already waits on that task (same paths,
+                # other options): wait for it to end rather than track it twice.
+                self._back_off(t, f"Globus task {result.task_id}, moving the same paths for "
+                                  "another request, is still active", now)
+                continue
             if j.get_meta(f"backoff:{t.transfer_id}"):
                 j.set_meta(f"backoff:{t.transfer_id}", None)
             with j.transaction():
@@ -669,6 +676,10 @@ class Agent:
                 self._alert(f"stage{req.direction}_submitted", self._views.get(req.job_id),
                             job_id=req.job_id, owner=req.owner, task_id=result.task_id,
                             message=f"Globus task {result.task_id} {how}")
+
+    def _backing_off(self, t: object, now: Optional[float] = None) -> bool:
+        until = self.journal.get_meta(f"backoff:{t.transfer_id}")
+        return bool(until) and float(until) > (self.clock() if now is None else now)
 
     def _back_off(self, t: object, why: str, now: float) -> None:
         """Try this transfer again after ``retry_delay`` and tell its owners
