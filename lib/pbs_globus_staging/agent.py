@@ -975,13 +975,11 @@ class Agent:
             items = j.items_for_transfer(tid)
             if t.status == T_SUCCEEDED:
                 pending = [i for i in items if i.outcome == "pending"]
-                if not pending:
-                    pass
-                elif t.grafted:
+                if pending and t.grafted:
                     # task=<uuid>: the owner vouches for a task started elsewhere.
                     for item in pending:
                         j.set_item_outcome(item.item_id, "succeeded")
-                else:
+                elif pending:
                     # Positive evidence only: a SUCCEEDED task moved every path it
                     # does not list as skipped (task_successful_transfers leaves out
                     # directories and sync-skipped files, so it cannot say this).

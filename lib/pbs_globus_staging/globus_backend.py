@@ -403,7 +403,7 @@ class GlobusBackend:
                     "Globus refused the transfer: a transfer with identical paths, started "
                     "outside PBS (web app, CLI or an older agent), is still active"
                     + (f" (one of tasks {', '.join(foreign[:5])})" if foreign else "")
-                    + "; the stage-in waits until it ends") from None
+                    + "; this request waits until it ends") from None
             self._raise_transfer(identity, "submit_transfer", err, collections)
         task_id = res.get("task_id")
         if not isinstance(task_id, str) or not task_id:
