@@ -207,6 +207,11 @@ def test_conflict_with_a_task_started_elsewhere_adopts_it(site):
     site.run_until(lambda: site.job_state(job) == "F", timeout=60)
     assert list(site.emulator.tasks) == [web]               # no second task was made
     assert site.resource(job, "globus_stage_tasks") == web
+    j = site.journal()
+    try:
+        assert j.transfer_by_task_id(web).options.get("foreign") is True   # never canceled
+    finally:
+        j.close()
 
 
 def test_conflict_that_cannot_be_adopted_backs_off_that_request_alone(tmp_path):

@@ -657,6 +657,10 @@ class Agent:
             with j.transaction():
                 j.set_task_id(t.transfer_id, result.task_id)
                 j.update_transfer(t.transfer_id, status=T_ACTIVE, submitted=now)
+                if getattr(result, "foreign", False):
+                    # Not ours to cancel: the person who started it decides.
+                    j.update_transfer(t.transfer_id,
+                                      options={**(t.options or {}), "foreign": True})
                 for rid in self._request_ids(t.transfer_id):
                     j.set_request_state(rid, decide.ACTIVE, now=now)
             self.stats.submitted += 1
@@ -942,6 +946,10 @@ class Agent:
             return (t.fatal_code, t.message or t.fatal_code) if t.fault_since else None
 
     def _cancel_task(self, t: object) -> None:
+        if (t.options or {}).get("foreign"):
+            action_log("cancel_skipped", transfer=t.transfer_id, task=t.task_id,
+                       reason="started outside PBS")
+            return
         try:
             self.backend.cancel(t.identity, t.task_id)
         except StagingError as exc:
@@ -1320,7 +1328,7 @@ class Agent:
             if live:
                 j.update_transfer(t.transfer_id, orphaned_since=None)
                 continue
-            if t.task_id and not t.grafted:
+            if t.task_id and not t.grafted and not (t.options or {}).get("foreign"):
                 try:
                     self.backend.cancel(t.identity, t.task_id)
                 except RetryableError:
