@@ -2,6 +2,8 @@
 shipped in the package (the demo uses them too)."""
 import pytest
 
+from globus_cli_helpers import globus_cli  # noqa: F401  (a fixture)
+
 pytest_plugins = [
     "pbs_globus_staging.emulator.fixture",
     "pbs_globus_staging.testing.pbsdouble.fixture",

@@ -21,7 +21,8 @@ import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import decide, siteconfig, states
-from .backend import Outcome, TaskReport, TransferBackend, TransferItem, TransferSpec
+from .backend import (EndpointTrouble, Outcome, SubmitConflict, TaskReport, TransferBackend,
+                      TransferItem, TransferSpec)
 from .decide import JobView, RequestStatus
 from .errors import FatalError, RequestError, RetryableError, StagingError, WaitingForUser
 from .journal import ItemSpec
@@ -505,15 +506,23 @@ class Agent:
         return json.dumps(fields, sort_keys=True)
 
     def _free_slots(self, identities: Iterable[str]) -> Dict[str, int]:
+        """Only tasks holding a Globus slot count against max_tasks_per_identity:
+        an INACTIVE task (one user's expired login) or a paused one must not
+        hold up the others -- in client mode the whole site is one identity.
+        All unfinished tasks count against Globus's pending-task limit."""
         limit = int(self._agent("max_tasks_per_identity"))
+        pending_limit = int(self._agent("max_pending_tasks"))
         free = {}
         for ident in identities:
-            if limit <= 0:
-                free[ident] = 10 ** 9
-                continue
-            busy = [t for t in self.journal.transfers(status=LIVE_TRANSFER, identity=ident)
+            live = [t for t in self.journal.transfers(status=LIVE_TRANSFER, identity=ident)
                     if not t.grafted]
-            free[ident] = max(0, limit - len(busy))
+            # A transfer not yet submitted holds a slot only if it is about to be:
+            # one backing off or refused until its owner logs in holds none.
+            holding = [t for t in live if (t.status == T_NEW and not self._backing_off(t)
+                                           and not self._awaits_user(t)) or (
+                t.status == T_ACTIVE and (t.nice_status or "").upper() != "PAUSED")]
+            free[ident] = decide.slots_free(holding=len(holding), live=len(live), limit=limit,
+                                            pending_limit=pending_limit)
         return free
 
     def _create_transfer(self, batch: decide.Batch, now: float) -> None:
@@ -524,7 +533,10 @@ class Agent:
         label = f"PBS {jobs[0]} stage-{direction} {tag}" if len(jobs) == 1 else \
             f"PBS stage-{direction} for {len(jobs)} jobs {tag}"
         options = json.loads(batch.options_key)
-        options["skip_source_errors"] = len(batch.request_ids) > 1
+        # Always: one job's unreadable file must not stall the others' task,
+        # and a missing file fails the same way, in the same words, whether
+        # its request was batched or alone (see _settle: skipped errors).
+        options["skip_source_errors"] = True
         deadline = self._deadline(options.get("deadline"), now)
         with j.transaction():
             tid = j.create_transfer(identity=batch.identity, direction=direction,
@@ -543,8 +555,13 @@ class Agent:
         return self.journal.get_request(request_id).direction
 
     def _deadline(self, value: Optional[str], now: float) -> Optional[str]:
-        """Explicit Globus deadline: the request's, else the site default
-        (Globus's own default of 24 h would end a weeks-long stage-in)."""
+        """An explicit Globus deadline only when the user asked for one.
+
+        Without one Globus extends a task by itself while it progresses (72 h
+        after the last progress, 90 days while paused: task_behavior,
+        Deadlines); an explicit one would expire a slow but healthy weeks-long
+        stage-in.  The site's ``default_deadline`` is the agent's to enforce
+        (``_past_site_deadline``)."""
         import datetime as dt
         if value:
             from . import request
@@ -555,12 +572,22 @@ class Agent:
                     return parsed.resolve(now=dt.datetime.fromtimestamp(now, dt.timezone.utc)).isoformat()
             except RequestError:
                 pass
-        default = self._agent("default_deadline")
+        return None
+
+    def _past_site_deadline(self, t: object, now: float) -> Optional[str]:
+        """The message to fail ``t`` with once it ran past the site's
+        ``default_deadline`` (tasks with the user's own deadline: Globus's)."""
+        if t.deadline or not t.submitted or t.grafted:
+            return None
         try:
-            secs = float(default)  # type: ignore[arg-type]
+            limit = float(self._agent("default_deadline"))
         except (TypeError, ValueError):
             return None
-        return dt.datetime.fromtimestamp(now + secs, dt.timezone.utc).isoformat()
+        if limit <= 0 or now - t.submitted < limit:
+            return None
+        return (f"DEADLINE: not finished within the default deadline of "
+                f"{_duration_text(limit)} (agent.default_deadline); Globus task {t.task_id} "
+                "canceled; ask for more time with +deadline=")
 
     def _spec(self, t: object) -> TransferSpec:
         import datetime as dt
@@ -597,6 +624,8 @@ class Agent:
                 continue
             if t.identity in throttled:
                 continue
+            if self._backing_off(t, now):
+                continue
             if not self._within_rate(t.identity):
                 throttled.add(t.identity)
                 action_log("submit_deferred", identity=t.identity, reason="api rate")
@@ -612,6 +641,11 @@ class Agent:
             except WaitingForUser as exc:
                 self._transfer_needs_user(t, str(exc), exc.action, now)
                 continue
+            except (SubmitConflict, EndpointTrouble) as exc:
+                # This request's trouble (a foreign task on the same paths, one
+                # collection's endpoint): it alone backs off, the run goes on.
+                self._back_off(t, str(exc), now)
+                continue
             except RetryableError as exc:
                 self.stats.errors.append(f"globus: {exc}")
                 action_log("submit_deferred", transfer=t.transfer_id, reason=str(exc))
@@ -620,14 +654,30 @@ class Agent:
             except FatalError as exc:
                 self._transfer_failed(t, str(exc), now, code="SUBMIT_REFUSED")
                 continue
+            other = j.transfer_by_task_id(result.task_id) if result.adopted else None
+            if other is not None and other.transfer_id != t.transfer_id:
+                # Another request of ours already waits on that task (same paths,
+                # other options): wait for it to end rather than track it twice.
+                self._back_off(t, f"Globus task {result.task_id}, moving the same paths for "
+                                  "another request, is still active", now)
+                continue
+            if j.get_meta(f"backoff:{t.transfer_id}"):
+                j.set_meta(f"backoff:{t.transfer_id}", None)
             with j.transaction():
                 j.set_task_id(t.transfer_id, result.task_id)
                 j.update_transfer(t.transfer_id, status=T_ACTIVE, submitted=now)
+                if getattr(result, "foreign", False):
+                    # Not ours to cancel: the person who started it decides.
+                    j.update_transfer(t.transfer_id,
+                                      options={**(t.options or {}), "foreign": True})
                 for rid in self._request_ids(t.transfer_id):
                     j.set_request_state(rid, decide.ACTIVE, now=now)
             self.stats.submitted += 1
             how = "adopted" if getattr(result, "adopted", False) else (
                 "resubmitted (duplicate)" if result.duplicate else "submitted")
+            if getattr(result, "foreign", False):
+                how = ("adopted: it was started outside PBS by the same Globus identity and "
+                       "moves the same paths")
             action_log("submit", transfer=t.transfer_id, task=result.task_id, how=how,
                        identity=t.identity)
             for rid in self._request_ids(t.transfer_id):
@@ -639,6 +689,33 @@ class Agent:
                 self._alert(f"stage{req.direction}_submitted", self._views.get(req.job_id),
                             job_id=req.job_id, owner=req.owner, task_id=result.task_id,
                             message=f"Globus task {result.task_id} {how}")
+
+    def _awaits_user(self, t: object) -> bool:
+        return any(self.journal.get_request(rid).state == decide.USER_ACTION
+                   for rid in self._request_ids(t.transfer_id))
+
+    def _backing_off(self, t: object, now: Optional[float] = None) -> bool:
+        until = self.journal.get_meta(f"backoff:{t.transfer_id}")
+        return bool(until) and float(until) > (self.clock() if now is None else now)
+
+    def _back_off(self, t: object, why: str, now: float) -> None:
+        """Try this transfer again after ``retry_delay`` and tell its owners
+        why it waits (once per reason, not every pass)."""
+        j = self.journal
+        delay = float(self._agent("retry_delay"))
+        j.set_meta(f"backoff:{t.transfer_id}", str(now + delay))
+        action_log("submit_deferred", transfer=t.transfer_id, reason=why,
+                   retry=f"{delay:.0f}s")
+        if (t.message or "") == why:
+            return
+        with j.transaction():
+            j.update_transfer(t.transfer_id, message=why)
+            for rid in self._request_ids(t.transfer_id):
+                req = j.get_request(rid)
+                j.set_request_state(rid, req.state, message=why, now=now)
+                j.add_event(req.job_id, f"stage{req.direction}_deferred",
+                            f"{why}; retried every {delay:.0f} s", request_id=rid,
+                            transfer_id=t.transfer_id, at=now)
 
     def _within_rate(self, identity: str) -> bool:
         """Keep each identity's Globus API calls within ``api_rate`` per second
@@ -770,6 +847,10 @@ class Agent:
                         j.update_transfer(t.transfer_id, status=T_INACTIVE, message=str(exc))
                     self._transfer_needs_user(t, str(exc), exc.action, now)
                 continue
+            except EndpointTrouble as exc:
+                # One collection's endpoint, not Globus: nothing to change.
+                action_log("poll_deferred", identity=identity, reason=str(exc))
+                continue
             except RetryableError as exc:
                 # Transient: no job changes, back off to the next poll.
                 self.stats.errors.append(f"globus: {exc}")
@@ -811,23 +892,30 @@ class Agent:
         if report.bytes_transferred != (t.bytes_transferred or 0) or \
                 report.files_transferred != (t.files_transferred or 0):
             fields["last_progress"] = now
-        if report.outcome == Outcome.RUNNING and report.fatal_code:
+        late = self._past_site_deadline(t, now) if report.outcome in (
+            Outcome.RUNNING, Outcome.WAITING_FOR_USER) else None
+        fault = self._fatal_fault(t, report, now) if report.outcome == Outcome.RUNNING \
+            and not late else None
+        if late:
+            self._cancel_task(t)
+            status = T_FAILED
+            fields.update(message=late, fatal_code="DEADLINE", completed=now)
+            action_log("site_deadline", transfer=t.transfer_id, task=t.task_id)
+        elif fault is not None:
+            code, text = fault
             since = t.fault_since or now
             fields["fault_since"] = since
-            fields["fatal_code"] = report.fatal_code
+            fields["fatal_code"] = code
             window = float(self._agent("fatal_fault_window"))
             if decide.fault_expired(fault_since=since, now=now, window=window):
-                text = self._explain(t) or report.message or report.fatal_code
-                try:
-                    self.backend.cancel(t.identity, t.task_id)
-                except StagingError as exc:
-                    log.warning("cancel of %s failed: %s", t.task_id, exc)
+                self._cancel_task(t)
                 status = T_FAILED
-                fields.update(message=f"{report.fatal_code}: {text}", completed=now)
+                fields.update(message=text, completed=now)
                 action_log("fail_fast", transfer=t.transfer_id, task=t.task_id,
-                           code=report.fatal_code, after=f"{now - since:.0f}s")
+                           code=code, after=f"{now - since:.0f}s")
         elif report.outcome == Outcome.RUNNING:
             fields["fault_since"] = None
+            fields["fatal_code"] = None
         if report.outcome == Outcome.FATAL:
             text = report.message
             if not text or text == report.fatal_code:
@@ -846,6 +934,39 @@ class Agent:
             self._note_user_action(t, report.message, report.action, now)
         return was != (status, report.files_transferred, report.bytes_transferred,
                        report.nice_status) or status != t.status
+
+    def _fatal_fault(self, t: object, report: TaskReport,
+                     now: float) -> Optional[Tuple[str, str]]:
+        """(code, text) while the task keeps hitting a fatal-kind fault, from
+        its event list.  nice_status shows an error only for
+        nice_status_expires_in and may read OK between retries, so it only
+        tells when to look: new faults, or a fault already being timed."""
+        if not report.faults and not report.fatal_code:
+            return None
+        if report.bytes_transferred != (t.bytes_transferred or 0) or \
+                report.files_transferred != (t.files_transferred or 0):
+            return None   # it moves: whatever failed before is being overcome
+        if report.faults == (t.faults or 0) and not report.fatal_code and not t.fault_since:
+            return None
+        if t.fault_since and report.faults == (t.faults or 0) and not decide.fault_expired(
+                fault_since=t.fault_since, now=now,
+                window=float(self._agent("fatal_fault_window"))):
+            return (t.fatal_code or "", t.message or "")   # still timing; look again at expiry
+        try:
+            return self.backend.fatal_fault(t.identity, t.task_id)
+        except StagingError:
+            # Unknown this time: keep timing what was seen, start nothing new.
+            return (t.fatal_code, t.message or t.fatal_code) if t.fault_since else None
+
+    def _cancel_task(self, t: object) -> None:
+        if (t.options or {}).get("foreign"):
+            action_log("cancel_skipped", transfer=t.transfer_id, task=t.task_id,
+                       reason="started outside PBS")
+            return
+        try:
+            self.backend.cancel(t.identity, t.task_id)
+        except StagingError as exc:
+            log.warning("cancel of %s failed: %s", t.task_id, exc)
 
     def _explain(self, t: object) -> str:
         try:
@@ -874,20 +995,25 @@ class Agent:
             t = j.get_transfer(tid)
             items = j.items_for_transfer(tid)
             if t.status == T_SUCCEEDED:
-                ok_paths = None
-                # A batch skips missing sources so one job's missing file cannot
-                # fail the others: per-item outcomes come from what was moved.
-                if (t.options or {}).get("skip_source_errors") and not t.grafted:
-                    ok_paths = self._successful_paths(t)
-                for item in items:
-                    if item.outcome != "pending":
-                        continue
-                    if ok_paths is None or _item_done(item, ok_paths):
+                pending = [i for i in items if i.outcome == "pending"]
+                if pending and t.grafted:
+                    # task=<uuid>: the owner vouches for a task started elsewhere.
+                    for item in pending:
                         j.set_item_outcome(item.item_id, "succeeded")
-                    else:
-                        j.set_item_outcome(item.item_id, "failed",
-                                           message=f"{item.source_path} was not transferred "
-                                                   "(missing or unreadable at the source)")
+                elif pending:
+                    # Positive evidence only: a SUCCEEDED task moved every path it
+                    # does not list as skipped (task_successful_transfers leaves out
+                    # directories and sync-skipped files, so it cannot say this).
+                    skipped = self._skipped_errors(t)
+                    if skipped is None:
+                        continue   # not known yet: the items stay pending; _repair retries
+                    with j.transaction():
+                        for item in pending:
+                            why = _item_failure(item, skipped)
+                            if why is None:
+                                j.set_item_outcome(item.item_id, "succeeded")
+                            else:
+                                j.set_item_outcome(item.item_id, "failed", message=why)
             elif t.status in (T_FAILED, T_CANCELED):
                 for item in items:
                     if item.outcome == "pending":
@@ -898,11 +1024,16 @@ class Agent:
                     touched.add(job)
         return touched
 
-    def _successful_paths(self, t: object) -> Optional[Set[str]]:
+    def _skipped_errors(self, t: object) -> Optional[List[Tuple[str, str, str]]]:
+        """What Globus skipped in ``t`` (source, destination, error code); None
+        when Globus cannot say now -- never taken as "nothing skipped"."""
         try:
-            return {dst for _src, dst in self.backend.successful_paths(t.identity, t.task_id)}
-        except StagingError:
+            found = self.backend.skipped_errors(t.identity, t.task_id)
+        except StagingError as exc:
+            action_log("settle_deferred", transfer=t.transfer_id, task=t.task_id,
+                       reason=str(exc))
             return None
+        return [(e.source_path, e.destination_path, e.error_code) for e in found]
 
     def _refresh_request(self, request_id: int, now: float) -> Optional[str]:
         j = self.journal
@@ -928,7 +1059,10 @@ class Agent:
         if new == req.state:
             return req.job_id
         retries = int(self._agent("stageout_retries"))
-        if new == decide.FAILED and req.direction == "out" and (req.attempts or 0) < retries:
+        # An administrator's cancel is a decision, not a fault: not retried.
+        by_admin = any(t.fatal_code == "CANCELED_BY_ADMIN" for t in transfers)
+        if new == decide.FAILED and req.direction == "out" and (req.attempts or 0) < retries \
+                and not by_admin:
             # A failed stage-out is retried with a fresh transfer after a growing
             # wait -- never silently dropped: each retry is in the job's history.
             delay = float(self._agent("retry_delay")) * 2 ** (req.attempts or 0)
@@ -1207,7 +1341,7 @@ class Agent:
             if live:
                 j.update_transfer(t.transfer_id, orphaned_since=None)
                 continue
-            if t.task_id and not t.grafted:
+            if t.task_id and not t.grafted and not (t.options or {}).get("foreign"):
                 try:
                     self.backend.cancel(t.identity, t.task_id)
                 except RetryableError:
@@ -1352,11 +1486,17 @@ def content_tag(batch: decide.Batch) -> str:
     return f"[c:{h.hexdigest()[:12]}]"
 
 
-def _item_done(item: object, ok_paths: Set[str]) -> bool:
-    if not item.recursive:
-        return item.destination_path in ok_paths
-    prefix = item.destination_path.rstrip("/") + "/"
-    return any(p.startswith(prefix) for p in ok_paths)
+def _item_failure(item: object, skipped: Sequence[Tuple[str, str, str]]) -> Optional[str]:
+    return decide.item_failure(source_path=item.source_path,
+                               destination_path=item.destination_path,
+                               recursive=bool(item.recursive), skipped=skipped)
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _total_calls(backend: object) -> int:

@@ -11,6 +11,8 @@ import datetime as _dt
 import enum
 from typing import Mapping, Optional, Protocol, Sequence, Tuple
 
+from .errors import RetryableError
+
 
 class Outcome(str, enum.Enum):
     """What a transfer's state means for the job waiting on it."""
@@ -59,7 +61,8 @@ class TaskReport:
     bytes_transferred: int = 0
     bytes_per_second: float = 0.0
     faults: int = 0
-    fatal_code: Optional[str] = None     # e.g. EXPIRED, FILE_NOT_FOUND, CANCELED
+    fatal_code: Optional[str] = None     # e.g. EXPIRED, FILE_NOT_FOUND, CANCELED,
+                                         # CANCELED_BY_ADMIN
     message: str = ""                    # Globus's own text, or what the user must do
     action: str = ""                     # for WAITING_FOR_USER: the command to run
     label: str = ""
@@ -68,11 +71,35 @@ class TaskReport:
 
 
 @dataclasses.dataclass(frozen=True)
+class SkippedError:
+    """One path Globus skipped under ``skip_source_errors`` (a ``skipped_error``
+    document of ``GET /task/<id>/skipped_errors``)."""
+
+    source_path: str
+    destination_path: str
+    error_code: str                  # PERMISSION_DENIED, FILE_NOT_FOUND, AMBIGUOUS_PATH
+    is_directory: bool = False
+    error_details: str = ""
+
+
+class EndpointTrouble(RetryableError):
+    """A 5xx whose code names ExternalError/EndpointError: one collection's
+    trouble, reported through Transfer (globus-sdk does not retry these).  It
+    concerns the requests using that collection, not Globus as a whole."""
+
+
+class SubmitConflict(RetryableError):
+    """409 "identical paths": an active task of the same identity moves the
+    same paths, and it is not one this backend can name for sure."""
+
+
+@dataclasses.dataclass(frozen=True)
 class SubmitResult:
     task_id: str
     duplicate: bool = False   # Globus answered "Duplicate": the submission id was already used
     adopted: bool = False     # Globus answered 409 Conflict: this is the already-active task
                               # with identical paths (found by find_active_task)
+    foreign: bool = False     # ... and it was started outside this product (web app, CLI)
 
 
 class TransferBackend(Protocol):
@@ -99,3 +126,7 @@ class TransferBackend(Protocol):
     def find_active_task(self, identity: str, spec: TransferSpec) -> Optional[str]: ...
 
     def successful_paths(self, identity: str, task_id: str) -> Sequence[Tuple[str, str]]: ...
+
+    def skipped_errors(self, identity: str, task_id: str) -> Sequence[SkippedError]: ...
+
+    def fatal_fault(self, identity: str, task_id: str) -> Optional[Tuple[str, str]]: ...

@@ -314,3 +314,72 @@ def summarize(outcomes: Iterable[str]) -> Optional[bool]:
     if all(o == "succeeded" for o in seen):
         return True
     return None
+
+
+# ---------------------------------------------------------------- per-item outcomes
+_SOURCE_ERROR_WORDS = {
+    "FILE_NOT_FOUND": "no such file or directory",
+    "PERMISSION_DENIED": "permission denied",
+    "AMBIGUOUS_PATH": "ambiguous path",
+}
+
+
+def _norm_path(path: str) -> str:
+    """Compare Globus paths in one form: ``/~/x`` and ``~/x`` alike, no
+    doubled or trailing slashes."""
+    p = path or ""
+    if p.startswith("/~/") or p == "/~":
+        p = p[1:]
+    parts = [x for x in p.split("/") if x not in ("", ".")]
+    return ("/" if p.startswith("/") else "") + "/".join(parts)
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def source_error_text(code: str, path: str) -> str:
+    """The one wording of a source path Globus could not read, however the
+    request was batched: the same missing file fails with the same words."""
+    words = _SOURCE_ERROR_WORDS.get(code, code.lower().replace("_", " "))
+    return f"{code}: {path} could not be read at the source ({words})"
+
+
+def item_failure(*, source_path: str, destination_path: str, recursive: bool,
+                 skipped: Sequence[Tuple[str, str, str]]) -> Optional[str]:
+    """Why one item of a SUCCEEDED task did not arrive, or None when it did.
+
+    ``skipped`` is the task's skipped errors as (source_path, destination_path,
+    error_code).  A task that SUCCEEDED moved every path it did not list
+    there (sync-skipped files were already in place; an empty directory has
+    nothing to move), so an item arrived exactly when no skipped error lies
+    at or, for a recursive item, under its path."""
+    src, dst = _norm_path(source_path), _norm_path(destination_path)
+    hits = []
+    for s_path, d_path, code in skipped:
+        s_norm, d_norm = _norm_path(s_path), _norm_path(d_path)
+        if recursive:
+            hit = _under(s_norm, src) or _under(d_norm, dst)
+        else:
+            hit = s_norm == src or d_norm == dst
+        if hit:
+            hits.append((s_path or d_path, code))
+    if not hits:
+        return None
+    path, code = sorted(hits)[0]
+    text = source_error_text(code, path)
+    if len(hits) > 1:
+        text += f"; {len(hits) - 1} more path(s) under {source_path} skipped"
+    return text
+
+
+def slots_free(*, holding: int, live: int, limit: int, pending_limit: int) -> int:
+    """New Globus tasks an identity may start now.
+
+    ``holding``: its tasks that hold (or are about to take) a Globus slot --
+    ACTIVE and not paused, or not yet submitted; INACTIVE and paused tasks
+    hold none (task_behavior, Queuing).  ``live``: all its unfinished tasks,
+    which must stay below Globus's limit of pending tasks per user."""
+    by_slots = 10 ** 9 if limit <= 0 else limit - holding
+    by_pending = 10 ** 9 if pending_limit <= 0 else pending_limit - live
+    return max(0, min(by_slots, by_pending))

@@ -21,8 +21,13 @@ Globus answer (after the SDK's own retries)            raised
 403 with other ``authorization_parameters``             ``WaitingForUser`` (code e.g. AuthPolicyFailed,
 (AuthPolicyFailed: session_required_policies,           action ``globus-staging login --policy P
 identities, single_domain, mfa)                         --identity I --domain D --mfa``)
-429, 5xx, network errors, timeouts                      ``RetryableError``
+5xx whose code contains ExternalError/EndpointError    ``EndpointTrouble`` (one collection's
+                                                        endpoint; the SDK does not retry these)
+429, other 5xx, network errors, timeouts                ``RetryableError``
 409 Conflict at submit                                  adopt the active task with the same paths
+                                                        (by content tag, else the only active
+                                                        task between the two collections);
+                                                        otherwise ``SubmitConflict``
 any other 4xx                                           ``FatalError`` with Globus's code and message
 =====================================================  ==========================================
 
@@ -36,12 +41,18 @@ SUCCEEDED  --                                       DONE
 FAILED     fatal_error {code, description}          FATAL                fatal_code = code (CANCELED,
                                                                          EXPIRED, ...), message =
                                                                          description
+FAILED     canceled_by_admin set                    FATAL                fatal_code CANCELED_BY_ADMIN,
+                                                                         message = the admin's
+                                                                         canceled_by_admin_message
 INACTIVE   (credentials expired)                    WAITING_FOR_USER     action = provider's login
                                                                          command
 ACTIVE     None, "OK", "Queued"                     RUNNING
-ACTIVE     a code in ``fault_codes_fatal``          RUNNING              fatal_code = that code: the
-           (FILE_NOT_FOUND, PERMISSION_DENIED,                           agent fails fast after its
-           QUOTA_EXCEEDED, NO_SPACE_LEFT, ...)                           configured window
+ACTIVE     is_paused                                RUNNING              nice_status = PAUSED (holds
+                                                                         no Globus slot)
+ACTIVE     a code in ``fault_codes_fatal``          RUNNING              fatal_code = that code: a
+           (FILE_NOT_FOUND, PERMISSION_DENIED,                           hint only; the agent times
+           QUOTA_EXCEEDED, NO_SPACE_LEFT,                                the fault from the event list
+           INVALID_PATH_NAME, IS_A_DIRECTORY, ...)                       (``fatal_fault``)
 ACTIVE     any other fault (CONNECT_FAILED,         RUNNING              nice_status kept; Globus
            ENDPOINT_TOO_BUSY, GC_PAUSED, ...)                            keeps retrying by itself
 other      unknown status                           RUNNING              nice_status = the status
@@ -50,7 +61,9 @@ other      unknown status                           RUNNING              nice_st
 Progress (files, files_transferred, files_skipped, bytes_transferred,
 effective_bytes_per_second, faults) is copied from the task document.
 Tasks not returned by ``task_list`` (not visible to this identity) are absent
-from ``poll``'s result.
+from ``poll``'s result.  ``skipped_errors`` lists, all pages, what a task
+skipped under ``skip_source_errors``: the agent's evidence, with SUCCEEDED,
+of which items arrived.
 """
 from __future__ import annotations
 
@@ -66,7 +79,8 @@ import requests.adapters
 from globus_sdk import TransferClient, TransferData
 from globus_sdk.transport import RequestsTransport, RetryConfig
 
-from .backend import Outcome, SubmitResult, TaskReport, TransferSpec
+from .backend import (EndpointTrouble, Outcome, SkippedError, SubmitConflict, SubmitResult,
+                      TaskReport, TransferSpec)
 from .credentials import CredentialProvider, auth_error_to_staging
 from .errors import FatalError, RetryableError, StagingError, WaitingForUser
 
@@ -74,14 +88,22 @@ _CONTENT_TAG = re.compile(r"\[c:[0-9a-f]{12}\]")
 
 log = logging.getLogger(__name__)
 
+# Event codes as Globus names them (docs.globus.org/api/transfer/task_events,
+# and Globus's list of event codes: INVALID_PATH_NAME, not INVALID_PATH).
 DEFAULT_FATAL_FAULTS: frozenset[str] = frozenset({
     "FILE_NOT_FOUND",
     "PERMISSION_DENIED",
     "QUOTA_EXCEEDED",
     "NO_SPACE_LEFT",
     "FILE_SIZE_CHANGED",
-    "INVALID_PATH",
+    "INVALID_PATH_NAME",
+    "IS_A_DIRECTORY",
+    "NOT_A_DIRECTORY",
 })
+# Not an error of Globus as a whole: globus-sdk's transfer retry check
+# (services/transfer/transport.py) does not retry a 5xx whose code contains these.
+ENDPOINT_ERROR_CODES = ("ExternalError", "EndpointError")
+EVENT_PAGE = 100
 _HEALTHY = frozenset({"OK", "QUEUED"})
 MAX_LABEL = 128
 MAX_EXPLAIN = 300
@@ -306,6 +328,9 @@ class GlobusBackend:
                 action=action,
                 code="ConsentRequired",
             ) from None
+        if status >= 500 and any(c in code for c in ENDPOINT_ERROR_CODES):
+            raise EndpointTrouble(f"Globus {what}: a collection's endpoint answered "
+                                  f"{code}: {text}") from None
         if status == 429 or status >= 500 or status in (408,):
             raise RetryableError(f"Globus {what}: HTTP {status} {code}: {text}") from None
         raise FatalError(f"Globus {what}: {code}: {text}") from None
@@ -427,10 +452,19 @@ class GlobusBackend:
                 if task_id:
                     log.info("submit for %s: Conflict; adopting active task %s", identity, task_id)
                     return SubmitResult(task_id=task_id, adopted=True)
-                raise RetryableError(
-                    "Globus submit_transfer: Conflict (a transfer with identical paths is "
-                    "still active) but no matching active task is visible; will retry"
-                ) from None
+                # Globus refuses identical paths only among the submitter's own
+                # active tasks: if exactly one active task of this identity runs
+                # between these two collections, it is the one moving these paths.
+                foreign = self._active_between(identity, spec)
+                if len(foreign) == 1:
+                    log.info("submit for %s: Conflict; adopting task %s started elsewhere",
+                             identity, foreign[0])
+                    return SubmitResult(task_id=foreign[0], adopted=True, foreign=True)
+                raise SubmitConflict(
+                    "Globus refused the transfer: a transfer with identical paths, started "
+                    "outside PBS (web app, CLI or an older agent), is still active"
+                    + (f" (one of tasks {', '.join(foreign[:5])})" if foreign else "")
+                    + "; this request waits until it ends") from None
             self._raise_transfer(identity, "submit_transfer", err, collections)
         task_id = res.get("task_id")
         if not isinstance(task_id, str) or not task_id:
@@ -468,6 +502,13 @@ class GlobusBackend:
             if not docs or not more:
                 return
 
+    def _active_between(self, identity: str, spec: TransferSpec) -> list[str]:
+        src, dst = spec.source_collection.lower(), spec.destination_collection.lower()
+        return [str(doc.get("task_id")) for doc in self._task_list(
+            identity, {"type": ["TRANSFER"], "status": ["ACTIVE", "INACTIVE"]})
+            if str(doc.get("source_endpoint_id") or "").lower() == src
+            and str(doc.get("destination_endpoint_id") or "").lower() == dst]
+
     def classify(self, identity: str, doc: t.Mapping[str, t.Any]) -> TaskReport:
         """A task document -> TaskReport (see the table in the module docstring)."""
         status = str(doc.get("status") or "")
@@ -492,6 +533,16 @@ class GlobusBackend:
         if status == "FAILED":
             fatal = doc.get("fatal_error") if isinstance(doc.get("fatal_error"), dict) else {}
             code = str(fatal.get("code") or "FAILED")
+            if doc.get("canceled_by_admin"):
+                # An activity manager of a collection canceled it (task document
+                # fields canceled_by_admin / canceled_by_admin_message).
+                side = str(doc.get("canceled_by_admin")).lower()
+                words = _one_line(doc.get("canceled_by_admin_message") or "no reason given")
+                return TaskReport(
+                    outcome=Outcome.FATAL, fatal_code="CANCELED_BY_ADMIN",
+                    message=f"canceled by an administrator of the {side} collection: {words}",
+                    **common,
+                )
             return TaskReport(
                 outcome=Outcome.FATAL, fatal_code=code,
                 message=_one_line(fatal.get("description") or f"task {code.lower()}"),
@@ -512,8 +563,12 @@ class GlobusBackend:
             message = f"{nice}: {short}" if short != nice else nice
             if nice.upper() in self.fault_codes_fatal:
                 fatal_code = nice
-        if doc.get("is_paused") and not message:
-            message = "paused by an activity manager of one of the collections"
+        if doc.get("is_paused"):
+            # A paused task holds no Globus slot (task_behavior: Queuing); the
+            # journal keeps PAUSED so the agent does not count it as one.
+            common["nice_status"] = "PAUSED"
+            fatal_code = None
+            message = message or "paused by an activity manager of one of the collections"
         if status != "ACTIVE" and not nice:
             common["nice_status"] = status or None
         return TaskReport(outcome=Outcome.RUNNING, fatal_code=fatal_code, message=message,
@@ -574,6 +629,48 @@ class GlobusBackend:
                 if best is None or key > best:
                     best = key
         return best[1] if best else None
+
+    def skipped_errors(self, identity: str, task_id: str) -> t.Sequence[SkippedError]:
+        """Every path Globus skipped under skip_source_errors, all pages (the
+        SDK's NullableMarkerPaginator follows ``next_marker`` until null)."""
+        found: list[SkippedError] = []
+
+        def fetch(c: TransferClient) -> None:
+            for page in c.paginated.task_skipped_errors(task_id):
+                self.calls[identity] += 1
+                for doc in page.get("DATA") or []:
+                    if isinstance(doc, dict):
+                        found.append(SkippedError(
+                            source_path=str(doc.get("source_path") or ""),
+                            destination_path=str(doc.get("destination_path") or ""),
+                            error_code=str(doc.get("error_code") or "SKIPPED"),
+                            is_directory=bool(doc.get("is_directory")),
+                            error_details=_one_line(doc.get("error_details"), 200)))
+
+        self._call(identity, "task_skipped_errors", fetch)
+        self.calls[identity] -= 1   # counted per page above
+        return found
+
+    def fatal_fault(self, identity: str, task_id: str) -> t.Optional[t.Tuple[str, str]]:
+        """(code, text) of the task's newest error event when its code is fatal.
+
+        Read from the event list, not nice_status: Globus shows an error in
+        nice_status only for nice_status_expires_in seconds, and between retries
+        it may read OK or Queued."""
+        page = self._call(identity, "task_event_list",
+                          lambda c: c.task_event_list(task_id, limit=EVENT_PAGE))
+        for event in page.get("DATA") or []:  # newest first
+            if not isinstance(event, dict) or not event.get("is_error"):
+                continue
+            code = str(event.get("code") or "").upper()
+            if code not in self.fault_codes_fatal:
+                return None
+            text = f"{code}: {event.get('description') or ''}".rstrip(": ")
+            details = event.get("details")
+            if details:
+                text += f" ({_one_line(details, 200)})"
+            return code, _one_line(text)
+        return None
 
     def successful_paths(self, identity: str, task_id: str) -> t.Sequence[t.Tuple[str, str]]:
         paths: list[tuple[str, str]] = []

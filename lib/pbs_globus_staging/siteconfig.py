@@ -88,6 +88,10 @@ class AgentSettings:
     stageout_retries: int = 3
     default_deadline: float = 7 * 86400.0
     max_tasks_per_identity: int = 3
+    # Unfinished tasks per identity, INACTIVE and paused ones too: kept below the
+    # pending-task limit Globus sets per user (100: docs.globus.org FAQ, "Are there
+    # any limits on using the file transfer service?"; docs/globus-fidelity.md).
+    max_pending_tasks: int = 100
     batch_window: float = 0.0
     batch_max_items: int = 100
     python: str = "/usr/bin/python3"
@@ -418,6 +422,8 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
         default_deadline=v.duration(get("default_deadline"), "agent.default_deadline"),
         max_tasks_per_identity=v.integer(get("max_tasks_per_identity"),
                                          "agent.max_tasks_per_identity", minimum=1),
+        max_pending_tasks=v.integer(get("max_pending_tasks"), "agent.max_pending_tasks",
+                                    minimum=1),
         batch_window=v.duration(get("batch_window"), "agent.batch_window", allow_zero=True),
         batch_max_items=v.integer(get("batch_max_items"), "agent.batch_max_items", minimum=1),
         python=v.abspath(get("python"), "agent.python") or AgentSettings.python,

@@ -59,6 +59,8 @@ class GlobusEmulator:
         self._requests_per_second = requests_per_second
         self._token_lifetime = int(access_token_lifetime)
         self._fault_retry_interval = float(fault_retry_interval)
+        self._nice_window = 900.0
+        self._ambiguous: Set[Tuple[str, str]] = set()
         self._host = host
         self._port = port
 
@@ -319,6 +321,41 @@ class GlobusEmulator:
             self._engine.finish(task, self.now(), FAILED, code, description,
                                 counter="subtasks_failed")
 
+    def admin_cancel(self, task_id: str, message: str, *, side: str = "SOURCE") -> None:
+        """An activity manager of a collection cancels the task (advanced endpoint
+        management, "Cancel tasks as admin"): FAILED/CANCELED with the task
+        document's canceled_by_admin and canceled_by_admin_message set.  The
+        values SOURCE/DESTINATION/BOTH are unverified."""
+        if side not in ("SOURCE", "DESTINATION", "BOTH"):
+            raise ValueError("side must be SOURCE, DESTINATION or BOTH")
+        with self._lock:
+            task = self._need_task(task_id)
+            if task.finished:
+                raise ValueError(f"task {task_id} already {task.status}")
+            task.canceled_by_admin = side
+            task.canceled_by_admin_message = message
+            self._engine.finish(task, self.now(), FAILED, "CANCELED", "canceled",
+                                counter="subtasks_canceled")
+
+    def make_ambiguous(self, collection_id: str, path: str) -> None:
+        """Reading ``path`` on the collection answers AMBIGUOUS_PATH (Globus: a
+        path the storage cannot resolve to one object); skippable."""
+        with self._lock:
+            self._need_collection(collection_id)
+            self._ambiguous.add((collection_id, normalize(path)))
+
+    def set_fault_retry_interval(self, seconds: float) -> None:
+        with self._lock:
+            self._fault_retry_interval = float(seconds)
+
+    def set_nice_status_window(self, seconds: float) -> None:
+        """How long nice_status shows an error after it happened (Globus: about
+        15 minutes for a queued task; nice_status_expires_in counts it down)."""
+        with self._lock:
+            self._nice_window = float(seconds)
+            for task in self._tasks.values():
+                task.nice_window = self._nice_window
+
     def set_rate(self, bytes_per_second: float) -> None:
         if bytes_per_second < 0:
             raise ValueError("bytes_per_second must be >= 0")
@@ -448,6 +485,9 @@ class GlobusEmulator:
                 return True
         return False
 
+    def _is_ambiguous(self, collection_id: str, norm_path: str) -> bool:
+        return (collection_id, norm_path) in self._ambiguous
+
     def _can_see_collection(self, identity_id: str, collection_id: str) -> bool:
         return any(g.collection_id == collection_id
                    for g in self._grants.get(identity_id, ()))
@@ -469,7 +509,7 @@ class GlobusEmulator:
             source_endpoint_id=src.collection_id, destination_endpoint_id=dst.collection_id,
             source_display_name=src.name, destination_display_name=dst.name,
             request_time=now, deadline=deadline, explicit_deadline=explicit_deadline,
-            items=items, subtasks_total=len(items), **options)
+            items=items, subtasks_total=len(items), nice_window=self._nice_window, **options)
         return task
 
     def _record_internal_error(self, exc: BaseException) -> None:

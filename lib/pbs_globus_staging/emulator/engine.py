@@ -2,7 +2,15 @@
 
 Globus semantics kept here (``reference/globus-transfer.md``):
 - a missing source or a permission problem does not fail a task; the item
-  retries with ``faults`` growing, unless ``skip_source_errors`` covers it;
+  retries with ``faults`` growing, unless ``skip_source_errors`` covers it:
+  then PERMISSION_DENIED, FILE_NOT_FOUND and AMBIGUOUS_PATH on the source are
+  skipped wherever they occur -- an item itself, a file or a subdirectory
+  inside a recursive item -- each recorded in ``skipped_errors`` with a
+  SKIPPED_ERRORS event (docs.globus.org/api/transfer/task_behavior, 4.1;
+  task_events, 2.1); an unreadable subdirectory is never dropped silently;
+- files a ``sync_level`` finds up to date are counted in ``files_skipped``
+  and are not in ``successful_transfers`` (globus-sdk
+  ``TransferClient.task_successful_transfers`` docstring);
 - at most N tasks per identity move at once, the rest show ``Queued``; tasks
   backing off from an error, paused or INACTIVE do not hold a slot;
 - at the deadline the task goes FAILED with fatal_error EXPIRED.
@@ -12,7 +20,6 @@ Everything runs under the emulator's lock, one tick at a time.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List
@@ -26,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CHUNK = 1 << 20
 MAX_BYTES_PER_TICK = 8 << 20          # keeps the lock short even at "unlimited" rates
-SKIPPABLE = frozenset({"FILE_NOT_FOUND", "PERMISSION_DENIED"})
+SKIPPABLE = frozenset({"FILE_NOT_FOUND", "PERMISSION_DENIED", "AMBIGUOUS_PATH"})
 DEFAULT_DEADLINE = 24 * 3600.0
 PROGRESS_DEADLINE = 72 * 3600.0
 
@@ -76,15 +83,8 @@ def _errno_code(exc: OSError) -> str:
         errno.EDQUOT: "QUOTA_EXCEEDED",
         errno.EISDIR: "IS_A_DIRECTORY",
         errno.ENOTDIR: "NOT_A_DIRECTORY",
+        errno.ENAMETOOLONG: "INVALID_PATH_NAME",
     }.get(exc.errno or 0, "ENDPOINT_ERROR")
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Engine:
@@ -181,26 +181,40 @@ class Engine:
         task.add_event(now, "SUCCEEDED", "succeeded")
 
     # -- progress ---------------------------------------------------------
+    def _skippable(self, task: Task, code: str, side: str) -> bool:
+        return task.skip_source_errors and side == "source" and code in SKIPPABLE
+
+    def _record_skip(self, task: Task, now: float, code: str, message: str, *,
+                     source_path: str, destination_path: str, is_directory: bool) -> None:
+        """One ``skipped_error`` document, shaped as Globus answers it (globus-cli
+        tests/files/api_fixtures/skipped_error_list.yaml), and the task's
+        SKIPPED_ERRORS event."""
+        task.subtasks_skipped_errors += 1
+        task.skipped_errors.append({
+            "DATA_TYPE": "skipped_error",
+            "source_path": source_path,
+            "destination_path": destination_path,
+            "error_code": code,
+            "error_details": message,
+            "error_time": iso(now),
+            "is_directory": is_directory,
+            "is_symlink": False,
+            "is_delete_destination_extra": False,
+            "checksum_algorithm": None,
+            "external_checksum": None,
+        })
+        task.add_event(now, "SKIPPED_ERRORS", "skipped errors",
+                       f"Skipped {code} on the source: {source_path}")
+
     def _fault(self, task: Task, item: Item, now: float, code: str, message: str,
                *, side: str, path: str) -> None:
         coll_id = task.source_endpoint_id if side == "source" else task.destination_endpoint_id
-        if task.skip_source_errors and side == "source" and code in SKIPPABLE \
-                and item.state == "pending":
+        if self._skippable(task, code, side) and item.state == "pending":
             item.state = "skipped"
             item.fault_code = None
-            task.subtasks_skipped_errors += 1
-            task.skipped_errors.append({
-                "DATA_TYPE": "skipped_error",
-                "source_path": item.source_path,
-                "destination_path": item.destination_path,
-                "error_code": code,
-                "error_details": message,
-                "error_time": iso(now),
-                "is_directory": item.recursive,
-                "is_symlink": False,
-                "is_delete_destination_extra": False,
-                "checksum_algorithm": None,
-            })
+            self._record_skip(task, now, code, message, source_path=item.source_path,
+                              destination_path=item.destination_path,
+                              is_directory=item.recursive)
             return
         task.faults += 1
         item.fault_code = code
@@ -256,6 +270,11 @@ class Engine:
                         f"Permission denied: {item.destination_path}",
                         side="destination", path=item.destination_path)
             return
+        if emu._is_ambiguous(src_coll.collection_id, s_norm):
+            self._fault(task, item, now, "AMBIGUOUS_PATH",
+                        f"Ambiguous path: {item.source_path}", side="source",
+                        path=item.source_path)
+            return
         # As the owner's local account (fsaccess): the kernel decides what it may see.
         fs = emu._files(task.owner_id)
         try:
@@ -282,20 +301,40 @@ class Engine:
             return
         files: List[FileJob] = []
         dirs = 0
+        # Source trouble found while listing a recursive item: (code, message,
+        # source path, destination path, is_directory).  Skipped under
+        # skip_source_errors; otherwise the whole item retries -- never dropped.
+        trouble: List[tuple] = []
         try:
             if item.recursive:
                 fs.mkdir(d_local, parents=True, exist_ok=True)
                 dirs = 1
                 base_src = item.source_path.rstrip("/")
                 base_dst = item.destination_path.rstrip("/")
-                unreadable: List[OSError] = []
-                for dirpath, dirnames, filenames in fs.walk(s_local, onerror=unreadable.append):
+
+                def unreadable(exc: OSError) -> None:
+                    # A directory the account may not list is trouble of the item
+                    # (skipped or retried below), never a silently smaller transfer.
+                    rel = Path(exc.filename or s_local).relative_to(s_local).as_posix()
+                    rel = "" if rel == "." else "/" + rel
+                    trouble.append((_errno_code(exc), f"{exc.strerror}: {base_src}{rel}",
+                                    f"{base_src}{rel}", f"{base_dst}{rel}", True))
+
+                for dirpath, dirnames, filenames in fs.walk(s_local, onerror=unreadable):
                     rel_dir = Path(dirpath).relative_to(s_local)
                     # recursive_symlinks "ignore": symlinked entries are not followed;
                     # an excluded directory takes all it holds with it
                     dirnames[:] = sorted(d for d in dirnames
                                          if not fs.is_symlink(os.path.join(dirpath, d))
                                          and task.included(d, is_dir=True))
+                    for d in list(dirnames):
+                        rel = (rel_dir / d).as_posix()
+                        if emu._is_ambiguous(src_coll.collection_id,
+                                             normalize(f"{base_src}/{rel}")):
+                            dirnames.remove(d)
+                            trouble.append(("AMBIGUOUS_PATH",
+                                            f"Ambiguous path: {base_src}/{rel}",
+                                            f"{base_src}/{rel}", f"{base_dst}/{rel}", True))
                     for d in dirnames:
                         dirs += 1
                         target = d_local / rel_dir / d
@@ -308,18 +347,20 @@ class Engine:
                                 or not task.included(name, is_dir=False):
                             continue
                         rel = (rel_dir / name).as_posix()
+                        src_display, dst_display = f"{base_src}/{rel}", f"{base_dst}/{rel}"
+                        if emu._is_ambiguous(src_coll.collection_id,
+                                             normalize(src_display)):
+                            trouble.append(("AMBIGUOUS_PATH", f"Ambiguous path: {src_display}",
+                                            src_display, dst_display, False))
+                            continue
+                        try:
+                            size = fs.size(full)
+                        except OSError as exc:   # gone or unreadable since the listing
+                            trouble.append((_errno_code(exc), f"{exc.strerror}: {src_display}",
+                                            src_display, dst_display, False))
+                            continue
                         files.append(FileJob(full, d_local / rel_dir / name,
-                                             f"{base_src}/{rel}", f"{base_dst}/{rel}",
-                                             fs.size(full)))
-                if unreadable:
-                    # A directory the account may not list is an error of the
-                    # item (retried), never a silently smaller transfer.
-                    exc = unreadable[0]
-                    rel = os.path.relpath(exc.filename or s_local, s_local)
-                    shown = base_src if rel == "." else f"{base_src}/{rel}"
-                    self._fault(task, item, now, _errno_code(exc), f"{exc.strerror}: {shown}",
-                                side="source", path=shown)
-                    return
+                                             src_display, dst_display, size))
             else:
                 files.append(FileJob(s_local, d_local, item.source_path,
                                      item.destination_path, fs.size(s_local)))
@@ -332,6 +373,14 @@ class Engine:
             self._fault(task, item, now, _errno_code(exc), f"{exc.strerror}: {exc.filename}",
                         side="destination", path=item.destination_path)
             return
+        if trouble:
+            code, message, path = trouble[0][0], trouble[0][1], trouble[0][2]
+            if not all(self._skippable(task, c, "source") for c, *_ in trouble):
+                self._fault(task, item, now, code, message, side="source", path=path)
+                return
+            for code, message, src_display, dst_display, is_dir in trouble:
+                self._record_skip(task, now, code, message, source_path=src_display,
+                                  destination_path=dst_display, is_directory=is_dir)
         item.files = files
         item.state = "expanded"
         item.fault_code = None
@@ -349,6 +398,22 @@ class Engine:
                 continue
             if budget - used <= 0 and job.started:
                 break
+            if not job.started:
+                try:
+                    fs.check_readable(job.src)
+                except OSError as exc:
+                    code = _errno_code(exc)
+                    text = f"{exc.strerror or 'I/O error'}: {job.src_display}"
+                    if self._skippable(task, code, "source"):
+                        # One unreadable file: skipped, the rest of the task goes on.
+                        job.started = job.done = job.skipped = True
+                        self._record_skip(task, now, code, text, source_path=job.src_display,
+                                          destination_path=job.dst_display,
+                                          is_directory=False)
+                        continue
+                    self._fault(task, item, now, code, text, side="source",
+                                path=job.src_display)
+                    return used
             try:
                 if not job.started:
                     if not _inside(dst_coll, job.dst.parent) or (
@@ -360,6 +425,7 @@ class Engine:
                         job.started = job.done = True
                         task.files_skipped += 1
                         task.subtasks_succeeded += 1
+                        task.sync_skipped.append((job.src_display, job.dst_display))
                         continue
                     try:
                         fs.mkdir(job.dst.parent, parents=True, exist_ok=True)
@@ -377,7 +443,7 @@ class Engine:
                             side="destination" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                             else "source", path=job.src_display)
                 return used
-            if job.done:
+            if job.done and not job.skipped:
                 task.files_transferred += 1
                 task.subtasks_succeeded += 1
                 task.successful.append((job.src_display, job.dst_display))

@@ -138,6 +138,7 @@ class FileJob:
     offset: int = 0
     started: bool = False
     done: bool = False
+    skipped: bool = False            # a source error skipped under skip_source_errors
 
 
 @dataclasses.dataclass
@@ -199,6 +200,12 @@ class Task:
     events: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     successful: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     skipped_errors: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Files a sync_level found up to date (not in successful_transfers, as
+    # Globus): kept for the invariant checker's evidence of arrival.
+    sync_skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    canceled_by_admin: Optional[str] = None          # SOURCE | DESTINATION | BOTH
+    canceled_by_admin_message: Optional[str] = None
+    nice_window: float = 900.0       # seconds nice_status shows an error after it happened
 
     # -- derived values ---------------------------------------------------
     @property
@@ -225,14 +232,25 @@ class Task:
         return [i for i in self.items if i.fault_code is not None
                 and i.state not in ("done", "skipped")]
 
-    def nice_status(self) -> Optional[str]:
+    def _shown_fault(self, now: float) -> Optional[Item]:
+        """The newest fault nice_status still shows: Globus shows an error only
+        for a while (nice_status_expires_in; a queued task shows "Queued" unless
+        it hit an error in the past 15 minutes -- task_behavior, Queuing)."""
+        recent = [i for i in self.retrying_items() if now - i.fault_time < self.nice_window]
+        return max(recent, key=lambda i: i.fault_time) if recent else None
+
+    def nice_status(self, now: Optional[float] = None) -> Optional[str]:
         if self.finished:
             return None
         if self.status == INACTIVE:
             return self.inactive_reason or "NO_CREDENTIALS"
-        retrying = self.retrying_items()
-        if retrying:
-            return max(retrying, key=lambda i: i.fault_time).fault_code
+        if now is None:
+            retrying = self.retrying_items()
+            shown = max(retrying, key=lambda i: i.fault_time) if retrying else None
+        else:
+            shown = self._shown_fault(now)
+        if shown is not None:
+            return shown.fault_code
         return "Queued" if self.queued else "OK"
 
     def subtasks_pending(self) -> int:
@@ -254,7 +272,9 @@ class Task:
         })
 
     def to_doc(self, now: float) -> Dict[str, Any]:
-        nice = self.nice_status()
+        nice = self.nice_status(now)
+        shown = None if self.finished or self.status == INACTIVE else self._shown_fault(now)
+        expires_in = int(max(0.0, shown.fault_time + self.nice_window - now)) if shown else -1
         if self.finished or self.status == INACTIVE:
             is_ok = None
         else:
@@ -298,9 +318,9 @@ class Task:
             "nice_status_short_description": (
                 None if nice is None else NICE_DESCRIPTIONS.get(nice, nice)),
             "nice_status_details": self._nice_details(nice),
-            "nice_status_expires_in": None,
-            "canceled_by_admin": None,
-            "canceled_by_admin_message": None,
+            "nice_status_expires_in": expires_in,
+            "canceled_by_admin": self.canceled_by_admin,
+            "canceled_by_admin_message": self.canceled_by_admin_message,
             "source_endpoint": self.source_endpoint_id,
             "source_endpoint_id": self.source_endpoint_id,
             "source_endpoint_display_name": self.source_display_name,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 _BACKEND_CALLS = ("new_submission_id", "submit", "poll", "get_task", "cancel", "explain",
-                  "successful_paths", "find_active_task")
+                  "successful_paths", "find_active_task", "skipped_errors", "fatal_fault")
 
 
 class _Counter:
