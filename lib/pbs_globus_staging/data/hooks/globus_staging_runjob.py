@@ -27,7 +27,9 @@ def _core():
     with open(pbs.hook_config_filename or "", encoding="utf-8") as fh:
         path = json.load(fh).get("package_path")
     if path and path not in sys.path:
-        sys.path.insert(0, path)
+        # Appended, not prepended: pbs_server's interpreter is shared by every hook
+        # of the site, and a venv's site-packages must not shadow what they import.
+        sys.path.append(path)
     from pbs_globus_staging import hookcore
     return hookcore
 
