@@ -33,6 +33,9 @@ log = logging.getLogger("pbs_globus_staging.agent")
 T_NEW, T_ACTIVE, T_INACTIVE = "new", "active", "inactive"
 T_SUCCEEDED, T_FAILED, T_CANCELED = "succeeded", "failed", "canceled"
 LIVE_TRANSFER = (T_NEW, T_ACTIVE, T_INACTIVE)
+# A repeated stage-in is synced, not adopted: files whose checksums match are
+# skipped (Globus sync_level "checksum": transfer only where they differ).
+RESYNC_LEVEL = "checksum"
 
 _OUTCOME_STATUS = {
     Outcome.DONE: T_SUCCEEDED, Outcome.FATAL: T_FAILED,
@@ -471,6 +474,17 @@ class Agent:
             return
         capacity[row.identity] = capacity.get(row.identity, 0) - len(res.items)
         opts_key = self._options_key(res.options)
+        if row.direction == "in" and self._repeats_earlier(row):
+            # The same data went to the same place before, for a job that may
+            # have used, changed or removed them: copy again, but let Globus
+            # skip every file whose checksum already matches -- a skipped file
+            # is then positive evidence that it is in place (issue 10).
+            # Alone in its task: a batch's per-item outcomes come from the list
+            # of files moved, and a file skipped by the sync is not on it.
+            fields = json.loads(opts_key)
+            fields.setdefault("sync_level", RESYNC_LEVEL)
+            fields["resync"] = row.request_id
+            opts_key = json.dumps(fields, sort_keys=True)
         for (scoll, spath, dcoll, dpath, rec) in res.items:
             items.append(decide.PendingItem(
                 request_id=row.request_id, job_id=row.job_id,
@@ -478,6 +492,17 @@ class Agent:
                 identity=row.identity, source_collection=scoll,
                 destination_collection=dcoll, options_key=opts_key, source_path=spath,
                 destination_path=dpath, recursive=rec))
+
+    def _repeats_earlier(self, row: object) -> bool:
+        """Another request of this identity with the same key was transferred
+        (its data may be in place: sync instead of a blind copy)."""
+        j = self.journal
+        for other in j.find_requests_by_key(row.request_key):
+            if other.request_id == row.request_id or other.identity != row.identity:
+                continue
+            if any(t.status == T_SUCCEEDED for t in j.transfers_for_request(other.request_id)):
+                return True
+        return False
 
     def _job_alive(self, job_id: str) -> bool:
         return job_id in self._views
@@ -698,7 +723,15 @@ class Agent:
 
     def _adopt(self, row: object, now: float) -> bool:
         """Scenario D and dedup: the same request from the same identity is
-        already being (or was just) transferred -- wait on that transfer."""
+        already on its way -- wait on that transfer instead of starting one.
+
+        Only two kinds of transfer may be joined: one still moving (its end is
+        after this job's submission, so whatever it delivers is news), and a
+        finished one whose job left PBS without ever starting (the lost queue
+        of scenario D: nobody has used or removed those data).  A transfer
+        whose job ran proves nothing about the files now -- the job may have
+        removed or changed them -- so that request gets a transfer of its own
+        (with a sync level: see ``_plan_one``)."""
         j = self.journal
         grace = float(self._agent("orphan_grace", 3600))
         for other in j.find_requests_by_key(row.request_key):
@@ -709,7 +742,8 @@ class Agent:
             for tid in transfers:
                 t = j.get_transfer(tid)
                 if t.status in LIVE_TRANSFER or (
-                        t.status == T_SUCCEEDED and (t.completed or 0) >= now - grace):
+                        t.status == T_SUCCEEDED and (t.completed or 0) >= now - grace
+                        and self._unused_since(t, row.request_id)):
                     usable.append(t)
             if not usable or len(usable) != len(transfers):
                 continue
@@ -739,6 +773,23 @@ class Agent:
             self._settle({t.transfer_id for t in usable}, now)
             return True
         return False
+
+    def _unused_since(self, t: object, request_id: int) -> bool:
+        """No job that a finished transfer served has started since."""
+        return all(self._never_started(self.journal.get_request(rid).job_id)
+                   for rid in self._request_ids(t.transfer_id) if rid != request_id)
+
+    def _never_started(self, job_id: str) -> bool:
+        """The job left PBS and nothing says it ever ran: the agent never
+        released it (nor did an admin), no jobobit (PBS runs jobobit for every
+        job that started) and no run seen."""
+        j = self.journal
+        job = j.get_job(job_id)
+        if job is None or not job.gone_since or job.stage_state == "running":
+            return False
+        if j.obit(job_id) is not None:
+            return False
+        return not j.events(job_id, kind=("released", "admin_release", "job_started"), limit=1)
 
     # ------------------------------------------------------------------ polling
     def _poll(self, now: float) -> Set[int]:
