@@ -192,13 +192,15 @@ class Agent:
         if views is not None:
             self._views = views
             self._register(views, now)
+        self._register_obits(now)
         self._repair(now)
         self._plan_and_submit(now)
         changed = self._poll(now)
         self._settle(changed, now)
         if views is not None:
             self._apply_stagein(views.values())
-            self._stageouts(views, now)
+            if self._stageouts(views, now):
+                self._plan_and_submit(now)    # results leave now, not a pass later
             self._vanished(views, now)
         self._reap_orphans(now)
         self._conditions(now)
@@ -333,6 +335,24 @@ class Agent:
                 if (view.job_id, direction) in existing:
                     continue
                 self._add_request(view, direction, raw, now)
+
+    def _register_obits(self, now: float) -> None:
+        """Stage-outs the jobobit hook recorded for jobs this agent never saw
+        alive (they ended between two looks at PBS): register them from the
+        obit, which carries the request as the job ended."""
+        j = self.journal
+        for obit in j.obits_without_stageout_request():
+            if not obit.owner:
+                continue
+            view = JobView(job_id=obit.job_id, owner=obit.owner, state="F",
+                           stageout=obit.stageout, project=obit.project or "",
+                           exit_status=obit.exit_status)
+            with self._guard(obit.job_id):
+                if j.get_job(obit.job_id) is None:
+                    j.upsert_job(obit.job_id, owner=obit.owner, now=now)
+                    j.add_event(obit.job_id, "seen", "job known from its end (jobobit): it "
+                                "ran and ended between two looks of the agent", at=now)
+                self._add_request(view, "out", str(obit.stageout), now)
 
     def _add_request(self, view: JobView, direction: str, raw: str, now: float) -> None:
         j = self.journal
@@ -1139,12 +1159,13 @@ class Agent:
         j.add_event(view.job_id, "cleanup_submitted", f"cleanup job {new_id} submitted ({script})")
 
     # ---------------------------------------------------------------- stage-out
-    def _stageouts(self, views: Mapping[str, JobView], now: float) -> None:
+    def _stageouts(self, views: Mapping[str, JobView], now: float) -> int:
         """After a job ends: decide and start its stage-out (default only after
         exit status 0, as the seed's afterok)."""
         j = self.journal
         default_when = str(self._agent("stageout_when", "ok"))
         budget = int(self._agent("max_history_lookups", 50))
+        started = 0
         for req in j.requests(state=(decide.WAITING_EXIT,), direction="out"):
             with self._guard(req.job_id):
                 view = views.get(req.job_id)
@@ -1163,7 +1184,7 @@ class Agent:
                     try:
                         attrs = self.pbs.job(req.job_id)
                     except RetryableError:
-                        return
+                        return started
                     if attrs is None:
                         self._skip_stageout(req, "the job is no longer known to PBS and never "
                                                  "reported an exit status", now)
@@ -1189,6 +1210,8 @@ class Agent:
                 self._transition(req.request_id, req.job_id, decide.PENDING, kind="job_ended",
                                  text=f"job ended with exit status {exit_status}; stage-out starting",
                                  now=now)
+                started += 1
+        return started
 
     def _skip_stageout(self, req: object, why: str, now: float,
                        exit_status: Optional[int] = None) -> None:
