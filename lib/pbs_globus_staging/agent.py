@@ -107,6 +107,7 @@ class Agent:
         self._progress_left = 0
         self._api_start = clock()
         self.stats = CycleStats()
+        self.should_stop: Callable[[], bool] = lambda: False   # a serving agent's signal
 
     # ------------------------------------------------------------------ config
     def _agent(self, name: str, default: object) -> object:
@@ -117,9 +118,17 @@ class Agent:
         return "site" if mode == "client" else owner
 
     # --------------------------------------------------------------------- run
-    def run(self, *, budget: Optional[float] = None) -> CycleStats:
-        """One bounded agent run: a full pass, then polls until the budget ends."""
+    def run(self, *, budget: Optional[float] = None,
+            waiter: Optional[Callable[[float], bool]] = None) -> CycleStats:
+        """One bounded agent run: a full pass, then polls until the budget ends.
+
+        With ``waiter`` (the serving agent, ``agent --serve``) the run lasts its
+        whole budget whether or not anything is in flight, and sleeps in
+        ``waiter(seconds)``, which returns early (True) when a hook wakes it:
+        see ``_serve_loop``."""
         budget = float(budget if budget is not None else (self._agent("cycle_budget", None) or 15))
+        if waiter is not None:
+            return self._run_served(budget, waiter)
         interval = float(self._agent("poll_interval", 2))
         rescan = max(interval, float(self._agent("rescan_interval", 10)))
         cpu0 = time.process_time()
@@ -166,6 +175,102 @@ class Agent:
                     cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
                     transfers=self.stats.submitted)
         return self.stats
+
+    def _run_served(self, budget: float, waiter: Callable[[float], bool]) -> CycleStats:
+        cpu0 = time.process_time()
+        start = self.clock()
+        self.stats = CycleStats(started=start)
+        self._api_start = start
+        self._run_deadline = start + budget - min(1.0, 0.25 * budget)
+        cycle_id = None
+        try:
+            cycle_id = self.journal.start_cycle(now=start)
+            self._serve_loop(start + budget, waiter)
+        except RetryableError as exc:
+            self.stats.errors.append(str(exc))
+            action_log("cycle_stopped", reason=str(exc))
+        finally:
+            self.stats.finished = self.clock()
+            self.stats.cpu_seconds = time.process_time() - cpu0
+            self.stats.pbs_calls = self.pbs.calls
+            self.stats.globus_calls = _total_calls(self.backend)
+            self._health_alert()
+            self._flush_alerts()
+            if cycle_id is not None:
+                self._journal_call(
+                    "finish_cycle", cycle_id, now=self.stats.finished, ok=self.stats.ok,
+                    error="; ".join(self.stats.errors)[:1000] or None,
+                    globus_calls=self.stats.globus_calls, pbs_calls=self.stats.pbs_calls,
+                    cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
+                    transfers=self.stats.submitted)
+        return self.stats
+
+    # After a wake-up, look at PBS this soon and again a little later: the
+    # queuejob hook wakes us before pbs_server has enqueued the job.
+    WAKE_LOOKS = (0.15, 1.0, 2.5)
+
+    def _serve_loop(self, end: float, waiter: Callable[[float], bool]) -> None:
+        """Event-driven within one served run: a full pass when a hook wakes
+        us (qsub, job end) or every ``rescan_interval``; Globus polls paced by
+        ``_poll_delay`` (fast only while a task may be about to end); between
+        them, asleep in ``waiter``.  No busy loop: with nothing in flight and
+        no wake-up it is one PBS read per ``rescan_interval``."""
+        rescan = float(self._agent("rescan_interval", 10))
+        self.full_pass()
+        last_full = last_poll = self.clock()
+        looks: List[float] = []
+        while True:
+            now = self.clock()
+            if now >= end - 0.05 or self.should_stop():
+                return
+            due_full = min([last_full + rescan] + looks)
+            due_poll = last_poll + self._poll_delay(now)
+            if now < min(due_full, due_poll):
+                if waiter(max(0.0, min(due_full, due_poll, end) - now)):
+                    woke = self.clock()
+                    looks = sorted(set(looks) | {woke + d for d in self.WAKE_LOOKS})
+                    self._flush_alerts()
+                continue
+            if now >= due_full:
+                looks = [t for t in looks if t > now]
+                self.full_pass()
+                last_full = last_poll = self.clock()
+            else:
+                self.poll_pass()
+                last_poll = self.clock()
+            self._flush_alerts()
+
+    def _poll_delay(self, now: float) -> float:
+        """Seconds until the next Globus poll: fast (``poll_fast``, 0.6 s: one
+        task_list per identity, under 10 % of Globus's 20 requests/s per user)
+        while a task may end any moment -- just submitted, or near its
+        expected end from its rate so far -- else ``poll_interval``, and
+        slower still for tasks waiting on a person (INACTIVE)."""
+        fast = float(self._agent("poll_fast", 0.6))
+        normal = float(self._agent("poll_interval", 2))
+        best = float("inf")
+        for t in self.journal.transfers(status=(T_ACTIVE, T_INACTIVE)):
+            if not t.task_id:
+                continue
+            if t.status == T_INACTIVE:
+                best = min(best, max(normal, 30.0))
+                continue
+            age = now - (t.submitted or now)
+            if age < 30 or self._near_end(t):
+                return fast
+            best = min(best, normal)
+        if self._pending_left:
+            best = min(best, normal)
+        return best
+
+    @staticmethod
+    def _near_end(t: object) -> bool:
+        files, done = t.files or 0, t.files_transferred or 0
+        rate = t.bytes_per_second or 0.0
+        if not files or not done or done >= files or rate <= 0:
+            return False
+        left = (files - done) * (t.bytes_transferred or 0) / done / rate
+        return left < 10.0
 
     def _journal_call(self, name: str, *args: object, **kwargs: object) -> object:
         try:

@@ -87,6 +87,11 @@ class AgentSettings:
     stage_ahead: int = 0                 # just-in-time: stage only the N front jobs per queue (0 = all)
     api_rate: float = 10.0               # Globus API calls per second per identity, at most
     history_days: float = 30.0           # keep finished jobs' history (for `show`) this long
+    # One long-lived agent (`agent --serve`) that the periodic hook only keeps alive,
+    # woken by the hooks: reacts in about a second.  false: the periodic hook runs
+    # one bounded `agent --once` per period instead (reacts within a period).
+    serve: bool = True
+    poll_fast: float = 0.6               # Globus poll pace while a task may end any moment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +407,8 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
         stage_ahead=v.integer(get("stage_ahead"), "agent.stage_ahead", minimum=0),
         api_rate=v.number(get("api_rate"), "agent.api_rate"),
         history_days=v.number(get("history_days"), "agent.history_days"),
+        serve=v.boolean(get("serve"), "agent.serve"),
+        poll_fast=v.duration(get("poll_fast"), "agent.poll_fast"),
     )
 
     p = v.mapping(data.get("pbs"), "pbs")
@@ -550,7 +557,8 @@ def to_hook_config(cfg: SiteConfig) -> Dict[str, Any]:
                         "token_dir": cfg.credentials.token_dir},
         "agent": {"stagein_failure": cfg.agent.stagein_failure,
                   "stageout_when": cfg.agent.stageout_when,
-                  "default_deadline": cfg.agent.default_deadline},
+                  "default_deadline": cfg.agent.default_deadline,
+                  "serve": cfg.agent.serve},
         "pbs": {"exec": cfg.pbs.exec, "home": cfg.pbs.home},
         "journal": {"path": cfg.journal.path},
         "limits": dataclasses.asdict(cfg.limits),
