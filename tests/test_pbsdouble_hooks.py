@@ -521,3 +521,18 @@ def test_scheduler_thread_runs_jobs_and_enforces_alarm_off_the_main_thread(stage
     assert j["job_state"] == "Q"
     assert j["comment"] == ("Not Running: PBS Error: request rejected as filter hook 'spin' "
                             "got an alarm call. Please inform Admin")
+
+
+def test_periodic_hook_children_inherit_blocked_signals(staged, tmp_path):
+    """Seen on OpenPBS 23.06.06: a process a periodic hook starts has SIGHUP,
+    SIGINT, SIGTERM and SIGCHLD blocked (SigBlk 0x14003), so a daemon it starts
+    must unblock them before `kill` can reach it (serve.Server does)."""
+    out = tmp_path / "mask"
+    add_hook(staged, "mask", "periodic", """
+        import subprocess
+        with open(%r, "w") as fh:
+            subprocess.run(["grep", "SigBlk", "/proc/self/status"], stdout=fh)
+        """ % str(out), freq=5)
+    assert staged.run_periodic("mask") == {"mask": 1}
+    blocked = int(out.read_text().split()[1], 16)
+    assert blocked & 0x14003 == 0x14003

@@ -133,6 +133,11 @@ class Server:
             self.request_stop(f"signal {signum}")
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        # Started from pbs_server's periodic hook child, the agent inherits its
+        # signal mask: SIGHUP, SIGINT, SIGTERM and SIGCHLD blocked (seen on
+        # OpenPBS 23.06), so a plain `kill` would never reach it.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT,
+                                                    signal.SIGHUP, signal.SIGCHLD})
 
     def request_stop(self, why: str) -> None:
         if not self.stop:
