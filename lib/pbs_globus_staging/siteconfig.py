@@ -91,7 +91,7 @@ class AgentSettings:
     # woken by the hooks: reacts in about a second.  false: the periodic hook runs
     # one bounded `agent --once` per period instead (reacts within a period).
     serve: bool = True
-    poll_fast: float = 0.6               # Globus poll pace while a task may end any moment
+    poll_fast: float = 1.0               # Globus poll pace while a task may end any moment
 
 
 @dataclasses.dataclass(frozen=True)

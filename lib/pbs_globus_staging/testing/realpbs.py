@@ -138,7 +138,9 @@ class RealSite:
         try:
             for job in self.jobs:
                 self.purge(job)
-            self.cli("uninstall")
+            proc = self.cli("uninstall")
+            if proc.returncode != 0:
+                sys.stderr.write(f"uninstall: {proc.stdout}{proc.stderr}\n")
             self.stop_agent()
         finally:
             self.emulator.stop()
@@ -279,11 +281,20 @@ class RealSite:
             return ""
         return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-n:])
 
-    def tasks_for(self, job: str) -> list:
-        return [t for t in self.emulator.tasks.values() if job in str(t.label)]
+    def tasks_for(self, job: str, direction: str = "in") -> list:
+        """The emulator's tasks behind a job's request (batched ones too)."""
+        j = self.journal()
+        try:
+            ids = [t.task_id for r in j.requests_for_job(job) if r.direction == direction
+                   for t in j.transfers_for_request(r.request_id) if t.task_id]
+        finally:
+            j.close()
+        return [self.emulator.tasks[i] for i in ids if i in self.emulator.tasks]
 
-    def calls_by_identity(self) -> Dict[str, int]:
+    def calls_by_identity(self, path_contains: str = "") -> Dict[str, int]:
+        """Globus API calls so far per identity (Auth's token calls have none)."""
         out: Dict[str, int] = {}
-        for c in self.emulator.calls():
-            out[c.identity_id or ""] = out.get(c.identity_id or "", 0) + 1
+        for c in self.emulator.calls:
+            if c.identity_id and path_contains in c.path:
+                out[c.identity_id] = out.get(c.identity_id, 0) + 1
         return out
