@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=20, help="staged (stage-in) jobs")
     ap.add_argument("--outs", type=int, default=20, help="short stage-out-only jobs")
     ap.add_argument("--rate", type=float, default=1e6, help="emulator bytes/s")
+    ap.add_argument("--max-transfer", type=int, default=3,
+                    help="each stage-in takes 1..N s (with the default 3 tasks per identity "
+                         "and a job every ~1.2 s, N > 3 queues jobs behind busy task slots)")
     ap.add_argument("--idle", type=float, default=30.0, help="idle seconds measured")
     ap.add_argument("--seed", type=int, default=10)
     ap.add_argument("--user", default="alice")
@@ -113,7 +116,7 @@ def main(argv=None) -> int:
         # ---- stage-in jobs
         staged = []
         for n in range(args.jobs):
-            size = rnd.randint(1, 6) * int(args.rate)        # 1..6 s of transfer
+            size = rnd.randint(1, args.max_transfer) * int(args.rate)   # 1..N s of transfer
             site.remote_file(f"in/b{n}/f.dat", "x" * size)
             mark = marks / f"start{n}"
             script = f"#!/bin/sh\ndate +%s.%N > {mark}\ntest -s {site.local(f'in/b{n}/f.dat')} || exit 99\n"
@@ -178,7 +181,8 @@ def main(argv=None) -> int:
 
     print(f"command: {cmd}")
     print(f"real OpenPBS, serving agent; {args.jobs} stage-in jobs, {args.outs} stage-out-only "
-          f"jobs (each ends within a second), emulator at {args.rate:.0f} B/s")
+          f"jobs (each ends within a second), emulator at {args.rate:.0f} B/s, stage-ins "
+          f"of 1..{args.max_transfer} s, a job every 0.3..2 s")
     print(line("qsub -> task submitted", qsub_to_submit, "target p95 <= 3 s"))
     print(line("task SUCCEEDED -> job start", success_to_start,
                "target median <= 1 s, p95 <= 2.5 s"))

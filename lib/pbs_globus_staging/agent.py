@@ -215,7 +215,7 @@ class Agent:
 
     # After a wake-up, look at PBS this soon and again a little later: the
     # queuejob hook wakes us before pbs_server has enqueued the job.
-    WAKE_LOOKS = (0.15, 0.5, 1.0, 2.5)
+    WAKE_LOOKS = (0.15, 0.6, 2.0)
 
     def _serve_loop(self, end: float, waiter: Callable[[float], bool]) -> None:
         """Event-driven within one served run: a full pass when a hook wakes
@@ -225,14 +225,15 @@ class Agent:
         no wake-up it is one PBS read per ``rescan_interval``."""
         rescan = float(self._agent("rescan_interval", 10))
         self.full_pass()
-        last_full = last_poll = self.clock()
+        last_full = self.clock()
         looks: List[float] = []
         while True:
             now = self.clock()
             if now >= end - 0.05 or self.should_stop():
                 return
             due_full = min([last_full + rescan] + looks)
-            due_poll = last_poll + self._poll_delay(now)
+            # From the last real poll: a full pass polls only if one is due.
+            due_poll = self._last_poll + self._poll_delay(now)
             if now < min(due_full, due_poll):
                 if waiter(max(0.0, min(due_full, due_poll, end) - now)):
                     woke = self.clock()
@@ -242,10 +243,9 @@ class Agent:
             if now >= due_full:
                 looks = [t for t in looks if t > now]
                 self.full_pass()
-                last_full = last_poll = self.clock()
+                last_full = self.clock()
             else:
                 self.poll_pass()
-                last_poll = self.clock()
             self._flush_alerts()
 
     def _poll_delay(self, now: float) -> float:
