@@ -98,6 +98,16 @@ def main(argv=None) -> int:
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     root = Path(tempfile.mkdtemp(prefix="gst-bench-", dir="/tmp"))
     site = RealSite(root, user=args.user, bytes_per_second=args.rate).start()
+    try:
+        ok = measure(site, args, rnd, cmd)
+    finally:
+        site.stop()
+    return 0 if ok else 1
+
+
+def measure(site, args, rnd, cmd) -> bool:
+    """Run the workload on an installed RealSite; print the figures."""
+    site.emulator.set_rate(args.rate)
     samples = []          # (time, {identity: calls})
     stop = threading.Event()
 
@@ -111,7 +121,7 @@ def main(argv=None) -> int:
         pid = site.wait_agent(timeout=30)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        marks = site.site_dir / args.user / "out"
+        marks = site.site_dir / site.user / "out"
         t_start = time.time()
         # ---- stage-in jobs
         staged = []
@@ -177,7 +187,6 @@ def main(argv=None) -> int:
                     worst_polls = max(worst_polls, n - polls.get(ident, 0))
     finally:
         stop.set()
-        site.stop()
 
     print(f"command: {cmd}")
     print(f"real OpenPBS, serving agent; {args.jobs} stage-in jobs, {args.outs} stage-out-only "
@@ -199,7 +208,7 @@ def main(argv=None) -> int:
           and end_to_stageout and pct(end_to_stageout, 0.95) <= 3.0 and lost == 0
           and worst_polls <= 20)
     print("targets met" if ok else "TARGETS NOT MET")
-    return 0 if ok else 1
+    return bool(ok)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,10 @@ class RealSite:
         emu.add_native_client(client_id=NATIVE_CLIENT)
         self.identity_id = self.add_user(self.user)
         self._write_config()
+        from ..pbsctl import read_pbs_conf
+        self._pbs_state = Path(read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs") / \
+            "globus_staging"
+        self._made_pbs_state = not self._pbs_state.exists()
         proc = self.cli("install", "--python", sys.executable, "--freq", str(self.freq),
                         "--alarm", "30")
         if proc.returncode != 0:
@@ -142,6 +146,8 @@ class RealSite:
             if proc.returncode != 0:
                 sys.stderr.write(f"uninstall: {proc.stdout}{proc.stderr}\n")
             self.stop_agent()
+            if getattr(self, "_made_pbs_state", False):
+                shutil.rmtree(self._pbs_state, ignore_errors=True)   # the hook config
         finally:
             self.emulator.stop()
 
