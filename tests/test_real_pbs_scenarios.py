@@ -44,15 +44,19 @@ def real():
 
 
 def ended(site, job, timeout=90):
-    site.wait(lambda: site.job_state(job) == "F", timeout=timeout, what=f"{job} finished")
+    try:
+        site.wait(lambda: site.job_state(job) == "F", timeout=timeout, what=f"{job} finished")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{site.timeline(job)}\n{site.qstat(job)}\n"
+                             f"{site.server_log_tail(40)}") from None
     return site.qstat(job)
 
 
 def test_real_scenario_a_stage_in_run_stage_out(real):
     real.remote_file("a/in/x.dat", "alpha\n")
+    real.user_dir("a/out")
     script = (f"#!/bin/sh\ntest -s {real.local('a/x.dat')} || exit 99\n"
-              f"mkdir -p {real.local('a/out/')}\ncp {real.local('a/x.dat')} "
-              f"{real.local('a/out/')}y.dat\n")
+              f"cp {real.local('a/x.dat')} {real.local('a/out/')}y.dat\n")
     job = real.submit("-l", real.stagein_arg("a/", "a/in/"),
                       "-l", real.stageout_arg("a/out/", "a/results/"), script=script)
     q = real.qstat(job)
@@ -147,6 +151,7 @@ def test_real_scenario_e_graft(real):
 
 def test_real_resubmission_after_success_gets_data_again(real):
     real.remote_file("r/in.dat", "input\n")
+    real.user_dir("r")                     # the job may remove what is staged into it
     path = real.local("r/in.dat")
     script = f"#!/bin/sh\ntest -s {path} || exit 99\nrm -f {path}\n"
     first = real.submit("-l", real.stagein_arg("r/", "r/"), script=script)
@@ -189,9 +194,14 @@ def test_real_server_restart_mid_stage(real):
                   what="server back")
         q = real.qstat(job)
         assert q["job_state"] == "H" and q["Hold_Types"] == "s"
+        # Right after a restart the node is not free yet ("Not Running: Not enough free
+        # nodes available") and nothing triggers the next scheduling cycle for up to
+        # scheduler_iteration (600 s): a job released then waits.  Wait for the node.
+        real.wait(lambda: "state = free" in run([bindir() / "pbsnodes", "-a"]).stdout,
+                  timeout=120, what="node free again")
     finally:
         real.emulator.resume_collection(REMOTE_COLLECTION)
-    assert ended(real, job, timeout=120)["Exit_status"] == 0
+    assert ended(real, job, timeout=60)["Exit_status"] == 0
     assert len(real.tasks_for(job)) == 1
     assert real.agent_pid() == pid        # the serving agent rode out the restart
 

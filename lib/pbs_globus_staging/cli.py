@@ -163,7 +163,15 @@ def _serve(cfg, agent, journal, args) -> int:
     rc = EXIT_OK
     try:
         while not server.stop:
-            stats = agent.run(budget=args.budget or SERVE_SEGMENT, waiter=server.wait)
+            try:
+                stats = agent.run(budget=args.budget or SERVE_SEGMENT, waiter=server.wait)
+            except Exception as exc:  # noqa: BLE001 -- a served agent outlives one bad run
+                # e.g. PBS restarting (qstat refused in an unexpected way): say so
+                # and go on after a pause; every step is journalled and idempotent.
+                log.exception("action=run_failed reason=%s", json.dumps(str(exc)[:300]))
+                rc = EXIT_RETRY
+                server.wait(2.0)
+                continue
             rc = EXIT_OK if stats.ok else EXIT_RETRY
             _publish_user_views(cfg, journal)
             server.beat()

@@ -258,6 +258,15 @@ class RealSite:
     def local(self, rel: str, user: Optional[str] = None) -> str:
         return f"{self.site_dir}/{user or self.user}/{rel}"
 
+    def user_dir(self, rel: str, user: Optional[str] = None) -> str:
+        """A directory on the site side owned by the user: the emulator runs as root
+        and creates what is missing as root, where the job could not write."""
+        pw = pwd.getpwnam(user or self.user)
+        path = self.site_dir / pw.pw_name / rel
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        return str(path) + "/"
+
     def remote_file(self, rel: str, text: str = "data\n", user: Optional[str] = None) -> Path:
         path = self.remote_dir / (user or self.user) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
