@@ -54,3 +54,20 @@ def test_recorded_stageout_survives_a_server_restart(site):
     site.run_until(lambda: request_state(site, job, "out") == "succeeded", timeout=60,
                    schedule=False)
     assert (site.remote_dir / site.user / "results" / "r.txt").exists()
+
+
+def test_stageout_changed_by_qalter_after_registration_uses_the_final_value(site):
+    out = local(site, "out2/")
+    job = site.submit("-h", "-l", f"stageout_globus={out}@theta-dtn:~/{site.user}/first/",
+                      script=f"#!/bin/sh\nmkdir -p {out}\necho v > {out}v.txt\n")
+    site.cycle()                                  # the agent registers the first value
+    alter = site.pbs.run(["qalter", "-l",
+                          f"stageout_globus={out}@theta-dtn:~/{site.user}/second/", job])
+    assert alter.returncode == 0, alter.stderr
+    assert site.pbs.run(["qrls", "-h", "u", job]).returncode == 0
+    site.schedule()
+    site.pbs.wait_jobs(timeout=20)
+    site.run_until(lambda: request_state(site, job, "out") == "succeeded", timeout=60,
+                   schedule=False)
+    assert (site.remote_dir / site.user / "second" / "v.txt").exists()
+    assert not (site.remote_dir / site.user / "first").exists()

@@ -1292,6 +1292,10 @@ class Agent:
                     continue
                 exit_status = None
                 obit = j.obit(req.job_id)
+                if obit is not None and obit.stageout and obit.stageout != req.raw:
+                    req = self._restate_stageout(req, obit, now)
+                    if req is None:
+                        continue
                 if obit is not None:
                     exit_status = obit.exit_status
                 elif view is not None and view.exit_status is not None:
@@ -1331,6 +1335,24 @@ class Agent:
                                  now=now)
                 started += 1
         return started
+
+    def _restate_stageout(self, req: object, obit: object, now: float) -> Optional[object]:
+        """The job's stageout_globus as it ended (qalter may change it while the job
+        runs; the jobobit hook recorded the last value) replaces what was registered."""
+        j = self.journal
+        try:
+            res = self._resolve(obit.stageout, direction="out", owner=req.owner,
+                                project=obit.project or None)
+        except StagingError as exc:
+            self._fail_request(req, str(exc), now)
+            return None
+        with j.transaction():
+            j.update_request(req.request_id, raw=obit.stageout, normalized=res.normalized,
+                             request_key=res.key, now=now)
+            j.add_event(req.job_id, "stageout_requested",
+                        f"stage-out request changed before the job ended: {res.normalized}",
+                        request_id=req.request_id, at=now)
+        return j.get_request(req.request_id)
 
     def _skip_stageout(self, req: object, why: str, now: float,
                        exit_status: Optional[int] = None) -> None:
