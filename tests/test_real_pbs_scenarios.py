@@ -214,7 +214,13 @@ def test_real_latency_bench(real):
     import bench_real_pbs_latency as bench
     args = argparse.Namespace(jobs=8, outs=8, rate=1e6, max_transfer=3, idle=5.0,
                               user=real.user)
+    import contextlib
+    import io
+    out = io.StringIO()
     try:
-        assert bench.measure(real, args, random.Random(10), "tests/test_real_pbs.py")
+        with contextlib.redirect_stdout(out):
+            ok = bench.measure(real, args, random.Random(10), "tests/test_real_pbs_scenarios.py")
     finally:
         real.emulator.set_rate(5e6)
+    print(out.getvalue())
+    assert ok, out.getvalue()
