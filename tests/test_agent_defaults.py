@@ -83,7 +83,8 @@ OTHER = {"poll_interval": 5.0, "cycle_budget": 20.0, "orphan_grace": 60.0,
          "batch_window": 30.0, "batch_max_items": 5, "python": "/opt/py/bin/python3",
          "retry_delay": 0.0, "rescan_interval": 30.0, "slow_after": 120.0, "stage_ahead": 2,
          "api_rate": 2.5, "history_days": 1.5, "max_progress_comments": 0,
-         "max_history_lookups": 9, "max_pending_tasks": 40}
+         "max_history_lookups": 9, "max_pending_tasks": 40, "serve": False,
+         "poll_fast": 3.0}
 
 
 def test_every_setting_is_kept_from_site_yaml():

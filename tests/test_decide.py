@@ -59,13 +59,14 @@ def test_failure_rehold_when_s_hold_was_lifted_by_hand():
 def test_failure_delete_policy():
     acts = decide.stagein_actions(job(), RequestStatus(decide.FAILED, "boom"),
                                   failure_policy="delete")
-    assert [a.kind for a in acts] == ["set_state", "delete"]
+    assert [a.kind for a in acts] == ["set_state", "comment", "delete"]
+    assert acts[1].value == "staging: stage-in FAILED (job deleted): boom"
 
 
 def test_failure_with_cleanup_submits_once_then_deletes():
     acts = decide.stagein_actions(job(), RequestStatus(decide.FAILED, "boom"),
                                   failure_policy="hold", cleanup="/home/alice/clean.sh")
-    assert [a.kind for a in acts] == ["set_state", "submit_cleanup", "delete"]
+    assert [a.kind for a in acts] == ["set_state", "submit_cleanup", "comment", "delete"]
     again = decide.stagein_actions(job(stage_state=states.STAGEIN_FAILED),
                                    RequestStatus(decide.FAILED, "boom"), failure_policy="hold",
                                    cleanup="/home/alice/clean.sh", cleanup_done=True)

@@ -132,6 +132,9 @@ def test_failed_stage_in_with_onfail_delete(site):
     q = site.qstat(job)
     assert "stime" not in q and "Exit_status" not in q
     assert "stagein_failed" in site.timeline(job) and "deleted" in site.timeline(job)
+    # The history comment says why (PBS appends "and terminated" to the last one).
+    assert q["comment"].startswith("staging: stage-in FAILED (job deleted): ")
+    assert q["comment"].endswith(" and terminated") and "missing.dat" in q["comment"]
 
 
 def test_failed_stage_in_submits_cleanup_job_as_owner(site, tmp_path):

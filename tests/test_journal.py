@@ -194,7 +194,7 @@ def _make_v1(path):
 def test_v1_file_is_migrated_and_keeps_its_data(jpath):
     _make_v1(jpath)
     with Journal.open(jpath) as jr:
-        assert jr.schema_version == journal.SCHEMA_VERSION == 2
+        assert jr.schema_version == journal.SCHEMA_VERSION == 3
         t = jr.transfer_by_task_id("task-7")
         assert t.submission_id == "sub-7" and t.status == "active"
         assert t.orphaned_since is None and t.cancel_requested is None
@@ -210,7 +210,7 @@ def test_v1_file_is_migrated_and_keeps_its_data(jpath):
         assert jr.integrity_check() == []
     # A second open has nothing to do.
     with Journal.open(jpath) as jr:
-        assert jr.schema_version == 2
+        assert jr.schema_version == 3
 
 
 def test_readonly_open_of_old_file_says_to_migrate(jpath):
@@ -222,12 +222,13 @@ def test_readonly_open_of_old_file_says_to_migrate(jpath):
 def test_failing_migration_rolls_back_whole(jpath, monkeypatch):
     Journal.open(jpath).close()
     bad = ("CREATE TABLE newthing (x)", "ALTER TABLE nosuchtable ADD COLUMN y")
+    current = journal.SCHEMA_VERSION
     monkeypatch.setattr(journal, "MIGRATIONS", journal.MIGRATIONS + (bad,))
-    monkeypatch.setattr(journal, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(journal, "SCHEMA_VERSION", current + 1)
     with pytest.raises(JournalError, match="nosuchtable"):
         Journal.open(jpath)
     con = sqlite3.connect(jpath)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == current
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
     con.close()
     assert "newthing" not in names

@@ -521,3 +521,46 @@ def test_scheduler_thread_runs_jobs_and_enforces_alarm_off_the_main_thread(stage
     assert j["job_state"] == "Q"
     assert j["comment"] == ("Not Running: PBS Error: request rejected as filter hook 'spin' "
                             "got an alarm call. Please inform Admin")
+
+
+def test_periodic_hook_children_inherit_blocked_signals(staged, tmp_path):
+    """Seen on OpenPBS 23.06.06: a process a periodic hook starts has SIGHUP,
+    SIGINT, SIGTERM and SIGCHLD blocked (SigBlk 0x14003), so a daemon it starts
+    must unblock them before `kill` can reach it (serve.Server does)."""
+    out = tmp_path / "mask"
+    add_hook(staged, "mask", "periodic", """
+        import subprocess
+        with open(%r, "w") as fh:
+            subprocess.run(["grep", "SigBlk", "/proc/self/status"], stdout=fh)
+        """ % str(out), freq=5)
+    assert staged.run_periodic("mask") == {"mask": 1}
+    blocked = int(out.read_text().split()[1], 16)
+    assert blocked & 0x14003 == 0x14003
+
+
+def test_job_stays_exiting_a_moment_after_its_jobobit(staged, tmp_path):
+    """Seen on OpenPBS 23.06.06: after the jobobit hooks ran, `qstat -f` (no -x)
+    still lists the job in state E for about 0.25 s, then it is gone (history).
+    An agent woken by the jobobit hook must not count on seeing it finished."""
+    out = tmp_path / "obit"
+    add_hook(staged, "ob", "jobobit", """
+        import time
+        open(%r, "w").write(repr(time.time()))
+        """ % str(out))
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\nsleep 0.3\n")
+    jid = staged.run(["qsub", str(script)]).stdout.strip()
+    staged.schedule(wait=False)
+    states = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = staged.run(["qstat", "-f", "-F", "json", jid])
+        st = json.loads(r.stdout)["Jobs"][jid]["job_state"] if r.returncode == 0 else "gone"
+        if out.exists() and st != "R" and (not states or states[-1][1] != st):
+            states.append((time.time() - float(out.read_text()), st))
+        if st == "gone":
+            break
+        time.sleep(0.02)
+    staged.wait_jobs(timeout=10)
+    assert states[0][1] == "E" and states[-1][1] == "gone", states
+    assert states[-1][0] >= 0.15, states

@@ -161,23 +161,43 @@ def periodic_state():
     assert hook_enabled(PERIODIC) == before
 
 
-@pytest.fixture
-def installed(periodic_state):
-    """The site config the installed hooks use; installs the suite if it is not there."""
+def suite_installed() -> bool:
+    return f"Hook {PERIODIC}\n" in qmgr("list hook").stdout
+
+
+@pytest.fixture(scope="module")
+def _suite():
+    """The suite as installed on the server; installed here (periodic hook disabled:
+    no agent runs) when it is not, and then uninstalled at the end, with what this
+    module wrote under PBS_HOME, so the shared server is left as found."""
     cf = hook_config_path()
-    if cf.is_file():
+    if suite_installed() and cf.is_file():
         data = json.loads(cf.read_text())
-        return Path(data["site_config"]), data
-    site = cf.parent / "site.yaml"         # stays: the installed hooks will name it
+        yield Path(data["site_config"]), data
+        return
+    made = not cf.parent.exists()
+    site = cf.parent / "site.yaml"
     site.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     site.write_text("site:\n  collection: 6a1c5f3e-2b7d-4c1a-9e0f-3d2c1b0a9f8e\n"
                     "  roots: [\"/home/{user}/\", \"/tmp/\"]\ncollections:\n"
                     "  theta-dtn: 08925f04-569f-11e7-bef8-22000b9a448b\n"
-                    "credentials:\n  mode: user\n  client_id: 2f8e9d7c-1b3a-4c5d-8e7f-6a5b4c3d2e1f\n")
+                    "credentials:\n  mode: user\n  client_id: 2f8e9d7c-1b3a-4c5d-8e7f-6a5b4c3d2e1f\n"
+                    "agent:\n  serve: false\n")
     proc = cli("--config", str(site), "install", "--python", sys.executable)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     qmgr(f"set hook {PERIODIC} enabled = false")   # the agent is not configured for Globus here
-    return site, json.loads(cf.read_text())
+    try:
+        yield site, json.loads(cf.read_text())
+    finally:
+        cli("--config", str(site), "uninstall")
+        if made:
+            shutil.rmtree(cf.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def installed(_suite, periodic_state):
+    """The site config the installed hooks use."""
+    return _suite
 
 
 def request_for(data: dict, name: str) -> str:

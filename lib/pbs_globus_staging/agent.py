@@ -35,6 +35,9 @@ _AGENT_DEFAULTS = siteconfig.AgentSettings()
 T_NEW, T_ACTIVE, T_INACTIVE = "new", "active", "inactive"
 T_SUCCEEDED, T_FAILED, T_CANCELED = "succeeded", "failed", "canceled"
 LIVE_TRANSFER = (T_NEW, T_ACTIVE, T_INACTIVE)
+# A repeated stage-in is synced, not adopted: files whose checksums match are
+# skipped (Globus sync_level "checksum": transfer only where they differ).
+RESYNC_LEVEL = "checksum"
 
 _OUTCOME_STATUS = {
     Outcome.DONE: T_SUCCEEDED, Outcome.FATAL: T_FAILED,
@@ -106,6 +109,10 @@ class Agent:
         self._progress_left = 0
         self._api_start = clock()
         self.stats = CycleStats()
+        self.should_stop: Callable[[], bool] = lambda: False   # a serving agent's signal
+        self._api_base: Dict[str, int] = {}
+        self._served = False
+        self._last_poll = 0.0
 
     # ------------------------------------------------------------------ config
     def _agent(self, name: str) -> object:
@@ -117,10 +124,18 @@ class Agent:
         return "site" if mode == "client" else owner
 
     # --------------------------------------------------------------------- run
-    def run(self, *, budget: Optional[float] = None) -> CycleStats:
-        """One bounded agent run: a full pass, then polls until the budget ends."""
-        budget = float(budget if budget is not None
-                       else (self._agent("cycle_budget") or siteconfig.STANDALONE_CYCLE_BUDGET))
+    def run(self, *, budget: Optional[float] = None,
+            waiter: Optional[Callable[[float], bool]] = None) -> CycleStats:
+        """One bounded agent run: a full pass, then polls until the budget ends.
+
+        With ``waiter`` (the serving agent, ``agent --serve``) the run lasts its
+        whole budget whether or not anything is in flight, and sleeps in
+        ``waiter(seconds)``, which returns early (True) when a hook wakes it:
+        see ``_serve_loop``."""
+        budget = float(budget if budget is not None else (self._agent("cycle_budget")
+                                                        or siteconfig.STANDALONE_CYCLE_BUDGET))
+        if waiter is not None:
+            return self._run_served(budget, waiter)
         interval = float(self._agent("poll_interval"))
         rescan = max(interval, float(self._agent("rescan_interval")))
         cpu0 = time.process_time()
@@ -168,6 +183,107 @@ class Agent:
                     transfers=self.stats.submitted)
         return self.stats
 
+    def _run_served(self, budget: float, waiter: Callable[[float], bool]) -> CycleStats:
+        cpu0 = time.process_time()
+        start = self.clock()
+        self.stats = CycleStats(started=start)
+        self._api_start = start
+        # The backend's counts span the process's life; the rate applies per run.
+        calls = getattr(self.backend, "calls", None)
+        self._api_base = dict(calls) if isinstance(calls, Mapping) else {}
+        pbs0, globus0 = self.pbs.calls, _total_calls(self.backend)
+        self._served = True
+        self._run_deadline = start + budget - min(1.0, 0.25 * budget)
+        cycle_id = None
+        try:
+            cycle_id = self.journal.start_cycle(now=start)
+            self._serve_loop(start + budget, waiter)
+        except RetryableError as exc:
+            self.stats.errors.append(str(exc))
+            action_log("cycle_stopped", reason=str(exc))
+        finally:
+            self.stats.finished = self.clock()
+            self.stats.cpu_seconds = time.process_time() - cpu0
+            self.stats.pbs_calls = self.pbs.calls - pbs0
+            self.stats.globus_calls = _total_calls(self.backend) - globus0
+            self._health_alert()
+            self._flush_alerts()
+            if cycle_id is not None:
+                self._journal_call(
+                    "finish_cycle", cycle_id, now=self.stats.finished, ok=self.stats.ok,
+                    error="; ".join(self.stats.errors)[:1000] or None,
+                    globus_calls=self.stats.globus_calls, pbs_calls=self.stats.pbs_calls,
+                    cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
+                    transfers=self.stats.submitted)
+        return self.stats
+
+    # After a wake-up, look at PBS this soon and again a little later: the
+    # queuejob hook wakes us before pbs_server has enqueued the job.
+    WAKE_LOOKS = (0.15, 0.6, 2.0)
+
+    def _serve_loop(self, end: float, waiter: Callable[[float], bool]) -> None:
+        """Event-driven within one served run: a full pass when a hook wakes
+        us (qsub, job end) or every ``rescan_interval``; Globus polls paced by
+        ``_poll_delay`` (fast only while a task may be about to end); between
+        them, asleep in ``waiter``.  No busy loop: with nothing in flight and
+        no wake-up it is one PBS read per ``rescan_interval``."""
+        rescan = float(self._agent("rescan_interval"))
+        self.full_pass()
+        last_full = self.clock()
+        looks: List[float] = []
+        while True:
+            now = self.clock()
+            if now >= end - 0.05 or self.should_stop():
+                return
+            due_full = min([last_full + rescan] + looks)
+            # From the last real poll: a full pass polls only if one is due.
+            due_poll = self._last_poll + self._poll_delay(now)
+            if now < min(due_full, due_poll):
+                if waiter(max(0.0, min(due_full, due_poll, end) - now)):
+                    woke = self.clock()
+                    looks = sorted(set(looks) | {woke + d for d in self.WAKE_LOOKS})
+                    self._flush_alerts()
+                continue
+            if now >= due_full:
+                looks = [t for t in looks if t > now]
+                self.full_pass()
+                last_full = self.clock()
+            else:
+                self.poll_pass()
+            self._flush_alerts()
+
+    def _poll_delay(self, now: float) -> float:
+        """Seconds until the next Globus poll: fast (``poll_fast``, 1 s: one
+        task_list per identity, 5 % of Globus's 20 requests/s per user)
+        while a task may end any moment -- just submitted, or near its
+        expected end from its rate so far -- else ``poll_interval``, and
+        slower still for tasks waiting on a person (INACTIVE)."""
+        fast = float(self._agent("poll_fast"))
+        normal = float(self._agent("poll_interval"))
+        best = float("inf")
+        for t in self.journal.transfers(status=(T_ACTIVE, T_INACTIVE)):
+            if not t.task_id:
+                continue
+            if t.status == T_INACTIVE:
+                best = min(best, max(normal, 30.0))
+                continue
+            age = now - (t.submitted or now)
+            if age < 30 or self._near_end(t):
+                return fast
+            best = min(best, normal)
+        if self._pending_left:
+            best = min(best, normal)
+        return best
+
+    @staticmethod
+    def _near_end(t: object) -> bool:
+        files, done = t.files or 0, t.files_transferred or 0
+        rate = t.bytes_per_second or 0.0
+        if not files or not done or done >= files or rate <= 0:
+            return False
+        left = (files - done) * (t.bytes_transferred or 0) / done / rate
+        return left < 10.0
+
     def _journal_call(self, name: str, *args: object, **kwargs: object) -> object:
         try:
             return getattr(self.journal, name)(*args, **kwargs)
@@ -193,13 +309,15 @@ class Agent:
         if views is not None:
             self._views = views
             self._register(views, now)
+        self._register_obits(now)
         self._repair(now)
         self._plan_and_submit(now)
         changed = self._poll(now)
         self._settle(changed, now)
         if views is not None:
             self._apply_stagein(views.values())
-            self._stageouts(views, now)
+            if self._stageouts(views, now):
+                self._plan_and_submit(now)    # results leave now, not a pass later
             self._vanished(views, now)
         self._reap_orphans(now)
         self._conditions(now)
@@ -341,6 +459,24 @@ class Agent:
                     continue
                 self._add_request(view, direction, raw, now)
 
+    def _register_obits(self, now: float) -> None:
+        """Stage-outs the jobobit hook recorded for jobs this agent never saw
+        alive (they ended between two looks at PBS): register them from the
+        obit, which carries the request as the job ended."""
+        j = self.journal
+        for obit in j.obits_without_stageout_request():
+            if not obit.owner:
+                continue
+            view = JobView(job_id=obit.job_id, owner=obit.owner, state="F",
+                           stageout=obit.stageout, project=obit.project or "",
+                           exit_status=obit.exit_status)
+            with self._guard(obit.job_id):
+                if j.get_job(obit.job_id) is None:
+                    j.upsert_job(obit.job_id, owner=obit.owner, now=now)
+                    j.add_event(obit.job_id, "seen", "job known from its end (jobobit): it "
+                                "ran and ended between two looks of the agent", at=now)
+                self._add_request(view, "out", str(obit.stageout), now)
+
     def _add_request(self, view: JobView, direction: str, raw: str, now: float) -> None:
         j = self.journal
         identity = self.identity_for(view.owner)
@@ -481,6 +617,17 @@ class Agent:
             return
         capacity[row.identity] = capacity.get(row.identity, 0) - len(res.items)
         opts_key = self._options_key(res.options)
+        if row.direction == "in" and self._repeats_earlier(row):
+            # The same data went to the same place before, for a job that may
+            # have used, changed or removed them: copy again, but let Globus
+            # skip every file whose checksum already matches -- a skipped file
+            # is then positive evidence that it is in place (issue 10).
+            # Alone in its task: a batch's per-item outcomes come from the list
+            # of files moved, and a file skipped by the sync is not on it.
+            fields = json.loads(opts_key)
+            fields.setdefault("sync_level", RESYNC_LEVEL)
+            fields["resync"] = row.request_id
+            opts_key = json.dumps(fields, sort_keys=True)
         for (scoll, spath, dcoll, dpath, rec) in res.items:
             items.append(decide.PendingItem(
                 request_id=row.request_id, job_id=row.job_id,
@@ -488,6 +635,17 @@ class Agent:
                 identity=row.identity, source_collection=scoll,
                 destination_collection=dcoll, options_key=opts_key, source_path=spath,
                 destination_path=dpath, recursive=rec))
+
+    def _repeats_earlier(self, row: object) -> bool:
+        """Another request of this identity with the same key was transferred
+        (its data may be in place: sync instead of a blind copy)."""
+        j = self.journal
+        for other in j.find_requests_by_key(row.request_key):
+            if other.request_id == row.request_id or other.identity != row.identity:
+                continue
+            if any(t.status == T_SUCCEEDED for t in j.transfers_for_request(other.request_id)):
+                return True
+        return False
 
     def _job_alive(self, job_id: str) -> bool:
         return job_id in self._views
@@ -726,7 +884,7 @@ class Agent:
             return True
         rate = float(self._agent("api_rate"))
         allowed = rate * max(1.0, self.clock() - self._api_start) + rate
-        return calls.get(identity, 0) + 2 <= allowed
+        return calls.get(identity, 0) - self._api_base.get(identity, 0) + 2 <= allowed
 
     def _request_ids(self, transfer_id: int) -> List[int]:
         seen: Dict[int, None] = {}
@@ -784,7 +942,15 @@ class Agent:
 
     def _adopt(self, row: object, now: float) -> bool:
         """Scenario D and dedup: the same request from the same identity is
-        already being (or was just) transferred -- wait on that transfer."""
+        already on its way -- wait on that transfer instead of starting one.
+
+        Only two kinds of transfer may be joined: one still moving (its end is
+        after this job's submission, so whatever it delivers is news), and a
+        finished one whose job left PBS without ever starting (the lost queue
+        of scenario D: nobody has used or removed those data).  A transfer
+        whose job ran proves nothing about the files now -- the job may have
+        removed or changed them -- so that request gets a transfer of its own
+        (with a sync level: see ``_plan_one``)."""
         j = self.journal
         grace = float(self._agent("orphan_grace"))
         for other in j.find_requests_by_key(row.request_key):
@@ -795,7 +961,8 @@ class Agent:
             for tid in transfers:
                 t = j.get_transfer(tid)
                 if t.status in LIVE_TRANSFER or (
-                        t.status == T_SUCCEEDED and (t.completed or 0) >= now - grace):
+                        t.status == T_SUCCEEDED and (t.completed or 0) >= now - grace
+                        and self._unused_since(t, row.request_id)):
                     usable.append(t)
             if not usable or len(usable) != len(transfers):
                 continue
@@ -826,10 +993,33 @@ class Agent:
             return True
         return False
 
+    def _unused_since(self, t: object, request_id: int) -> bool:
+        """No job that a finished transfer served has started since."""
+        return all(self._never_started(self.journal.get_request(rid).job_id)
+                   for rid in self._request_ids(t.transfer_id) if rid != request_id)
+
+    def _never_started(self, job_id: str) -> bool:
+        """The job left PBS and nothing says it ever ran: the agent never
+        released it (nor did an admin), no jobobit (PBS runs jobobit for every
+        job that started) and no run seen."""
+        j = self.journal
+        job = j.get_job(job_id)
+        if job is None or not job.gone_since or job.stage_state == "running":
+            return False
+        if j.obit(job_id) is not None:
+            return False
+        return not j.events(job_id, kind=("released", "admin_release", "job_started"), limit=1)
+
     # ------------------------------------------------------------------ polling
     def _poll(self, now: float) -> Set[int]:
         """One batched ``task_list`` per identity; returns changed transfer ids."""
         j = self.journal
+        if self._served:
+            # Full passes come with every wake-up; Globus is asked at most once
+            # per poll_fast whatever wakes us (the cost bound of issue 10).
+            if now - self._last_poll < float(self._agent("poll_fast")) - 0.05:
+                return set()
+            self._last_poll = now
         by_identity: Dict[str, List[object]] = {}
         for t in j.transfers(status=(T_ACTIVE, T_INACTIVE)):
             if t.task_id:
@@ -1231,12 +1421,13 @@ class Agent:
         j.add_event(view.job_id, "cleanup_submitted", f"cleanup job {new_id} submitted ({script})")
 
     # ---------------------------------------------------------------- stage-out
-    def _stageouts(self, views: Mapping[str, JobView], now: float) -> None:
+    def _stageouts(self, views: Mapping[str, JobView], now: float) -> int:
         """After a job ends: decide and start its stage-out (default only after
         exit status 0, as the seed's afterok)."""
         j = self.journal
         default_when = str(self._agent("stageout_when"))
         budget = int(self._agent("max_history_lookups"))
+        started = 0
         for req in j.requests(state=(decide.WAITING_EXIT,), direction="out"):
             with self._guard(req.job_id):
                 view = views.get(req.job_id)
@@ -1244,6 +1435,10 @@ class Agent:
                     continue
                 exit_status = None
                 obit = j.obit(req.job_id)
+                if obit is not None and obit.stageout and obit.stageout != req.raw:
+                    req = self._restate_stageout(req, obit, now)
+                    if req is None:
+                        continue
                 if obit is not None:
                     exit_status = obit.exit_status
                 elif view is not None and view.exit_status is not None:
@@ -1255,7 +1450,7 @@ class Agent:
                     try:
                         attrs = self.pbs.job(req.job_id)
                     except RetryableError:
-                        return
+                        return started
                     if attrs is None:
                         self._skip_stageout(req, "the job is no longer known to PBS and never "
                                                  "reported an exit status", now)
@@ -1281,6 +1476,26 @@ class Agent:
                 self._transition(req.request_id, req.job_id, decide.PENDING, kind="job_ended",
                                  text=f"job ended with exit status {exit_status}; stage-out starting",
                                  now=now)
+                started += 1
+        return started
+
+    def _restate_stageout(self, req: object, obit: object, now: float) -> Optional[object]:
+        """The job's stageout_globus as it ended (qalter may change it while the job
+        runs; the jobobit hook recorded the last value) replaces what was registered."""
+        j = self.journal
+        try:
+            res = self._resolve(obit.stageout, direction="out", owner=req.owner,
+                                project=obit.project or None)
+        except StagingError as exc:
+            self._fail_request(req, str(exc), now)
+            return None
+        with j.transaction():
+            j.update_request(req.request_id, raw=obit.stageout, normalized=res.normalized,
+                             request_key=res.key, now=now)
+            j.add_event(req.job_id, "stageout_requested",
+                        f"stage-out request changed before the job ended: {res.normalized}",
+                        request_id=req.request_id, at=now)
+        return j.get_request(req.request_id)
 
     def _skip_stageout(self, req: object, why: str, now: float,
                        exit_status: Optional[int] = None) -> None:

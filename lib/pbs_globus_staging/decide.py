@@ -180,6 +180,10 @@ def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
             acts.append(Action("submit_cleanup", jid, cleanup, req.message))
         policy = "delete" if cleanup else failure_policy
         if policy == "delete":
+            # Said before the qdel: PBS keeps the last comment in the job's
+            # history and appends "and terminated" to it.
+            want_comment("staging: stage-in FAILED (job deleted): "
+                         + (req.message or "see globus-staging show " + jid))
             acts.append(Action("delete", jid, reason=req.message))
         else:
             if "s" not in job.holds:

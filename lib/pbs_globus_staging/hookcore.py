@@ -233,9 +233,14 @@ def _local_paths(value: str) -> Tuple[str, ...]:
     return tuple(seen)
 
 
-def jobobit(*, job_id: str, exit_status: Optional[int], has_request: bool,
-            config: Optional[HookConfig], now: Optional[float] = None) -> Optional[str]:
-    """Record the exit status the stage-out decision needs.
+def jobobit(*, job_id, exit_status, has_request, config, now=None, stageout=None,
+            owner=None, project=None):
+    """Record the exit status the stage-out decision needs, and with it the
+    stage-out request itself (owner, project, ``stageout_globus`` as the job
+    ended), in one durable transaction: the agent needs to have seen nothing
+    of the job before -- a job shorter than the agent's reaction time still
+    has its results sent, across an agent crash or a server restart.  Then
+    wake the agent.
 
     Returns a log line for a failure (the agent falls back to ``qstat -x``),
     ``None`` on success.  The journal is opened with a short timeout: this
@@ -248,12 +253,43 @@ def jobobit(*, job_id: str, exit_status: Optional[int], has_request: bool,
         journal = Journal.open(config.journal, timeout=0.5)
         try:
             journal.record_obit(job_id, -1 if exit_status is None else int(exit_status),
-                                at=now if now is not None else time.time())
+                                at=now if now is not None else time.time(),
+                                owner=owner or None, project=project or None,
+                                stageout=None if stageout is None else str(stageout))
         finally:
             journal.close()
     except Exception as exc:  # never let a journal problem reach pbs_server
-        return f"could not record exit status of {job_id} in the journal: {exc}"
+        return "could not record exit status of %s in the journal: %s" % (job_id, exc)
+    finally:
+        wake_agent(config.journal)
     return None
+
+
+WAKE_NAME = "agent.wake"
+
+
+def wake_path(journal_path):
+    """The serving agent's wake-up FIFO, beside the journal."""
+    return os.path.join(os.path.dirname(str(journal_path)), WAKE_NAME)
+
+
+def wake_agent(journal_path):
+    """Tell a serving agent to look now (qsub, job end): one byte into its
+    FIFO, never blocking -- no reader (no agent serving) or a full pipe
+    (already woken) is fine, the agent's own schedule covers it.  File I/O
+    only: no PBS command, no network, so safe inside pbs_server."""
+    if not journal_path:
+        return
+    try:
+        fd = os.open(wake_path(journal_path), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return          # ENXIO: nobody listening; ENOENT: no serving agent set up
+    try:
+        os.write(fd, b"!")
+    except OSError:
+        pass            # EAGAIN: the pipe is full, the agent has enough to wake for
+    finally:
+        os.close(fd)
 
 
 # pbs.JOB_STATE_* values (pbs-hook-api.md section 1) to qstat's letters.

@@ -217,7 +217,17 @@ _V2 = (
     "CREATE INDEX jobs_gone ON jobs (gone_since)",
 )
 
-MIGRATIONS: Tuple[Tuple[str, ...], ...] = (_V1, _V2)
+# v3: the stage-out request travels with the exit status.  The jobobit hook
+# writes both in one transaction, so a job that ended before the agent ever
+# saw it queued or running (a short stage-out-only job) still has its results
+# sent: nothing depends on the agent having seen the job alive.
+_V3 = (
+    "ALTER TABLE obits ADD COLUMN owner TEXT",
+    "ALTER TABLE obits ADD COLUMN project TEXT",
+    "ALTER TABLE obits ADD COLUMN stageout TEXT",
+)
+
+MIGRATIONS: Tuple[Tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -336,6 +346,9 @@ class ObitRow:
     job_id: str
     exit_status: Optional[int]
     time: Optional[float]
+    owner: Optional[str] = None
+    project: Optional[str] = None
+    stageout: Optional[str] = None      # the job's stageout_globus as it ended
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1328,12 +1341,24 @@ class Journal:
     # -- obits (the jobobit hook) -------------------------------------------------
 
     def record_obit(self, job_id: str, exit_status: Optional[int], *,
-                    at: Optional[float] = None) -> None:
+                    at: Optional[float] = None, owner: Optional[str] = None,
+                    project: Optional[str] = None, stageout: Optional[str] = None) -> None:
         """The jobobit hook's one write: small and fast.  A rerun job ends
-        again, so the latest obit replaces the earlier one."""
-        with self.transaction():
-            self._exec("INSERT OR REPLACE INTO obits (job_id, exit_status, time) VALUES (?,?,?)",
-                       (job_id, exit_status, _now(at)))
+        again, so the latest obit replaces the earlier one.  With a stage-out
+        request the commit is durable (fsynced): it may be the only record of
+        results still to be sent."""
+        with self.transaction(durable=stageout is not None):
+            self._exec("INSERT OR REPLACE INTO obits (job_id, exit_status, time, owner, project,"
+                       " stageout) VALUES (?,?,?,?,?,?)",
+                       (job_id, exit_status, _now(at), owner, project, stageout))
+
+    def obits_without_stageout_request(self, limit: int = 1000) -> List[ObitRow]:
+        """Ended jobs whose stage-out request the agent has not registered yet."""
+        rows = self._query(
+            "SELECT * FROM obits o WHERE o.stageout IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM requests r WHERE r.job_id = o.job_id AND r.direction = 'out')"
+            " ORDER BY o.time LIMIT ?", (int(limit),))
+        return [_row(ObitRow, r) for r in rows]
 
     def obit(self, job_id: str) -> Optional[ObitRow]:
         row = self._query1("SELECT * FROM obits WHERE job_id = ?", (job_id,))

@@ -103,6 +103,11 @@ class AgentSettings:
     history_days: float = 30.0           # keep finished jobs' history (for `show`) this long
     max_progress_comments: int = 200     # job-comment progress updates per full pass (qalter)
     max_history_lookups: int = 50        # ended jobs per pass looked up in PBS history
+    # One long-lived agent (`agent --serve`) that the periodic hook only keeps alive,
+    # woken by the hooks: reacts in about a second.  false: the periodic hook runs
+    # one bounded `agent --once` per period instead (reacts within a period).
+    serve: bool = True
+    poll_fast: float = 1.0               # Globus poll pace while a task may end any moment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -437,6 +442,8 @@ def from_dict(data: Any, *, source: str) -> SiteConfig:
                                         "agent.max_progress_comments", minimum=0),
         max_history_lookups=v.integer(get("max_history_lookups"), "agent.max_history_lookups",
                                       minimum=1),
+        serve=v.boolean(get("serve"), "agent.serve"),
+        poll_fast=v.duration(get("poll_fast"), "agent.poll_fast"),
     )
 
     p = v.mapping(data.get("pbs"), "pbs")
@@ -587,7 +594,8 @@ def to_hook_config(cfg: SiteConfig) -> Dict[str, Any]:
                         "token_dir": cfg.credentials.token_dir},
         "agent": {"stagein_failure": cfg.agent.stagein_failure,
                   "stageout_when": cfg.agent.stageout_when,
-                  "default_deadline": cfg.agent.default_deadline},
+                  "default_deadline": cfg.agent.default_deadline,
+                  "serve": cfg.agent.serve},
         "pbs": {"exec": cfg.pbs.exec, "home": cfg.pbs.home},
         "journal": {"path": cfg.journal.path},
         "limits": dataclasses.asdict(cfg.limits),

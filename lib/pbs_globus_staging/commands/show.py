@@ -64,7 +64,7 @@ def cmd_show(args: Any) -> int:
 
 
 def cmd_status(args: Any) -> int:
-    from ..cli import journal_path, load_site, open_journal
+    from ..cli import journal_path, load_site, open_journal, state_dir
     cfg = load_site(args.config)
     if is_root():
         journal = open_journal(cfg, readonly=True)
@@ -72,9 +72,14 @@ def cmd_status(args: Any) -> int:
             data = report.status(journal)
         finally:
             journal.close()
+        # Is the serving agent alive (its lock and heartbeat)?
+        from .. import serve
+        data["agent"] = serve.agent_status(state_dir(cfg))
+        text = report.format_status(data) + "\n" + serve.format_agent_status(data["agent"])
     else:
         views = userviews.list_views(userviews.views_dir(journal_path(cfg)), caller_name())
         data = report.user_status(views)
         data["user"] = caller_name()
-    emit(data, as_json=args.json, text=report.format_status(data))
+        text = report.format_status(data)
+    emit(data, as_json=args.json, text=text)
     return EXIT_OK

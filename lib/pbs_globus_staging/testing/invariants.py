@@ -3,9 +3,15 @@
 Used by every end-to-end scenario test:
 
 1. no job ever starts before its stage-in succeeded;
-2. no request ever has two transfers (no Globus task is created twice for the
-   same data while an earlier one has not failed);
-3. a job is released only when every item of its request has positive
+2. a job starts only after every item of its request was delivered by a
+   transfer that ended after the job was submitted, or by a task the user
+   named (graft) -- never on the strength of an older transfer whose job may
+   have used or removed the data.  The one older transfer allowed is that of
+   a job which left PBS without ever starting (scenario D's lost queue);
+3. no Globus task is created for the same data while an earlier one for them
+   is still live (a later one after the first ended -- a resubmission -- is
+   allowed);
+4. a job is released only when every item of its request has positive
    evidence of arrival at Globus: transferred, or skipped by a sync level as
    already present -- nothing skipped as a source error, no file of a
    recursive item missing (``arrival_violations``);
@@ -48,22 +54,70 @@ def violations(site) -> List[str]:
             if res.get(states.RES_STATE) not in states.RUNNABLE:
                 problems.append(f"{req.job_id} ran with {states.RES_STATE}="
                                 f"{res.get(states.RES_STATE)}")
+            if not any(e.kind == "admin_release" for e in journal.events(req.job_id)):
+                problems.extend(_delivered_for(site, journal, req, attrs))
     finally:
         journal.close()
-    live: Dict[str, List[str]] = {}
+    by_tag: Dict[str, List[object]] = {}
     for task in list(site.emulator.tasks.values()):
         tag = _TAG.search(str(task.label or ""))
         if tag is None or task.status == "FAILED":
             continue
-        live.setdefault(tag.group(0), []).append(task.task_id)
-    for tag, ids in live.items():
-        if len(ids) > 1:
-            problems.append(f"the same data {tag} has {len(ids)} Globus tasks: {ids}")
+        by_tag.setdefault(tag.group(0), []).append(task)
+    for tag, tasks in by_tag.items():
+        tasks.sort(key=lambda t: t.request_time)
+        for earlier, later in zip(tasks, tasks[1:]):
+            ended = earlier.completion_time
+            if ended is None or later.request_time < ended:
+                problems.append(f"the same data {tag} has {len(tasks)} Globus tasks live at "
+                                f"once: {[t.task_id for t in tasks]}")
+                break
     return problems
 
 
+def _delivered_for(site, journal, req, attrs) -> List[str]:
+    """Invariant 2 for one started job."""
+    submitted = parse_pbs_time(attrs.get("ctime") or attrs.get("qtime"))
+    items = journal.items_for_request(req.request_id)
+    if not items:
+        return [f"{req.job_id} started with no transfer item behind its stage-in"]
+    problems = []
+    for item in items:
+        t = journal.get_transfer(item.transfer_id)
+        if item.outcome != "succeeded" or t is None or t.status != "succeeded":
+            problems.append(f"{req.job_id} started although item {item.destination_path} is "
+                            f"{item.outcome} (transfer {t.status if t else 'missing'})")
+            continue
+        if t.grafted:
+            continue
+        # ctime has one-second resolution: completed >= ctime is lenient by < 1 s.
+        if (t.completed or 0) >= submitted:
+            continue
+        if _lost_queue_transfer(site, journal, t, req):
+            continue
+        problems.append(f"{req.job_id} (submitted {submitted:.0f}) started on transfer "
+                        f"{t.task_id} that ended at {t.completed:.0f}, before it was "
+                        f"submitted: nothing shows {item.destination_path} is still there")
+    return problems
+
+
+def _lost_queue_transfer(site, journal, t, req) -> bool:
+    """The older transfer was made for a job that never started (scenario D)."""
+    others = {i.request_id for i in journal.items_for_transfer(t.transfer_id)
+              if i.request_id not in (None, req.request_id)}
+    for rid in others:
+        other = journal.get_request(rid)
+        if other is None:
+            continue
+        if journal.obit(other.job_id) is not None:
+            return False
+        if parse_pbs_time((site.qstat(other.job_id) or {}).get("stime")):
+            return False
+    return bool(others)
+
+
 def arrival_violations(site) -> List[str]:
-    """Invariant 3, from the emulator's own record of what each task moved."""
+    """Invariant 4, from the emulator's own record of what each task moved."""
     from ..emulator.engine import PathRefused, local_path, normalize
 
     emu = site.emulator

@@ -50,7 +50,10 @@ class StagingSite:
         self.config_path = self.root / "site.yaml"
         self.agent_settings = {"poll_interval": poll_interval, "cycle_budget": cycle_budget,
                                "fatal_fault_window": fatal_fault_window,
-                               "orphan_grace": orphan_grace, "python": sys.executable}
+                               "orphan_grace": orphan_grace, "python": sys.executable,
+                               # site.cycle() is one periodic-hook run doing one bounded
+                               # agent run, as the scenario tests step it
+                               "serve": False}
         self.agent_settings.update(agent_overrides or {})
         self.extra_config = extra_config or {}
         self.identity_id = ""

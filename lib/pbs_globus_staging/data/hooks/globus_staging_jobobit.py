@@ -30,10 +30,19 @@ def _core():
     return hookcore
 
 
+def _text(value):
+    return None if value is None else str(value)
+
+
 try:
     core = _core()
+    # The request is recorded with the exit status: the agent may never have
+    # seen this job queued or running (it can end within a second).
+    owner = _text(j.euser) or (_text(j.Job_Owner) or "").split("@")[0] or None
     problem = core.jobobit(job_id=str(j.id), exit_status=j.Exit_status, has_request=True,
-                           config=core.load_config(pbs.hook_config_filename))
+                           config=core.load_config(pbs.hook_config_filename),
+                           stageout=_text(j.Resource_List["stageout_globus"]),
+                           owner=owner, project=_text(j.project))
 except Exception as exc:
     problem = "jobobit: %s" % (type(exc).__name__,)
 if problem:

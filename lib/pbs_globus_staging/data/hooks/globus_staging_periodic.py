@@ -1,7 +1,12 @@
-# PBS periodic hook: run one staging agent cycle.  The agent runs as a
+# PBS periodic hook: keep the staging agent going.  The agent runs as a
 # subprocess with the interpreter named in the hook config, so the project's
-# dependencies (globus-sdk, PyYAML) never have to live in PBS's own Python,
-# and it is bounded well inside this hook's alarm.
+# dependencies (globus-sdk, PyYAML) never have to live in PBS's own Python.
+#
+# agent.serve (the default): one long-lived `agent --serve` per site; this hook
+# only starts it when it is not running (its lock file is free) and returns at
+# once.  agent.serve false: one bounded `agent --once` run per period, well
+# inside this hook's alarm.  Stdlib only, Python 3.6+.
+import fcntl
 import json
 import os
 import subprocess
@@ -15,6 +20,8 @@ try:
     python = conf["python"]
     budget = float(conf.get("cycle_budget", 15))
     alarm = float(conf.get("alarm", 30))
+    serve = bool(((conf.get("site") or {}).get("agent") or {}).get("serve", False))
+    state_dir = os.path.dirname(str(conf.get("journal") or ""))
 except Exception as exc:
     pbs.logmsg(pbs.LOG_ERROR, "globus_staging: periodic hook config unusable: %s" % (exc,))
     e.reject("globus_staging: hook config unusable")
@@ -24,6 +31,38 @@ env.update({str(k): str(v) for k, v in (conf.get("env") or {}).items()})
 cmd = [python, "-m", "pbs_globus_staging"]
 if conf.get("site_config"):
     cmd += ["--config", str(conf["site_config"])]
+
+
+def _serving(directory):
+    """True when an agent holds the lock (a free lock is taken and let go)."""
+    try:
+        fd = os.open(os.path.join(directory, "agent.lock"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)     # closing drops a lock we took
+    return False
+
+
+if serve and state_dir:
+    if not _serving(state_dir):
+        try:
+            # Its own session, no inherited descriptors (pbs_server's sockets),
+            # stdio on /dev/null: it outlives this hook's child by design.  Its
+            # log is agent.log beside the journal.
+            subprocess.Popen(cmd + ["agent", "--serve"], env=env, cwd="/",
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, close_fds=True,
+                             start_new_session=True)
+            pbs.logmsg(pbs.LOG_DEBUG, "globus_staging: started the serving agent")
+        except OSError as exc:
+            pbs.logmsg(pbs.LOG_ERROR, "globus_staging: cannot start the agent %s: %s" % (python, exc.strerror))
+    e.accept()
+
 cmd += ["agent", "--once", "--budget", str(budget)]
 try:
     # The agent stops itself at its budget; the timeout is the backstop that

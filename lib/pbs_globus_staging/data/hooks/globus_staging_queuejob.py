@@ -54,4 +54,8 @@ for name, value in answer.resources.items():
     e.job.Resource_List[name] = value
 if answer.comment:
     e.job.comment = answer.comment
+try:
+    core.wake_agent(config.journal)     # a byte into the serving agent's FIFO
+except Exception:
+    pass
 e.accept()

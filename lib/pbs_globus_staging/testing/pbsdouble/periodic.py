@@ -13,11 +13,19 @@ from . import core, hookrun
 from . import pbs as pbsmod
 
 
+PERIODIC_BLOCKED = frozenset((1, 2, 15, 17))   # SIGHUP SIGINT SIGTERM SIGCHLD (Linux)
+
+
 def child_main(argv: list) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: cmd _periodic HOOK_NAME\n")
         return 0
     name = argv[0]
+    # pbs_server's periodic-hook child runs with SIGHUP, SIGINT, SIGTERM and
+    # SIGCHLD blocked, and what the hook starts inherits that mask (seen on
+    # OpenPBS 23.06.06: SigBlk 0x14003 in a process the hook started).
+    import signal
+    signal.pthread_sigmask(signal.SIG_BLOCK, PERIODIC_BLOCKED)
     conf = core.Conf.from_env()
     with core.locked_state(conf, write=False) as state:
         snapshot = copy.deepcopy(state)

@@ -299,11 +299,16 @@ class PbsServer:
         rc = proc.wait()
         self._finish(jid, rc)
 
+    # Seen on OpenPBS 23.06.06: after the obit (jobobit hooks run) `qstat -f` still
+    # shows the job in state E for about a quarter of a second before it leaves for
+    # the history (F).
+    EXITING_SECONDS = 0.25
+
     def _finish(self, jid: str, rc: int) -> None:
         with core.locked_state(self.conf) as state:
             fid, attrs, parent_id = core.find_job(state, jid)
-            self._procs.pop(jid, None)
             if attrs is None:
+                self._procs.pop(jid, None)
                 return
             attrs.pop("_pgid", None)
             now = int(time.time())
@@ -319,6 +324,14 @@ class PbsServer:
             attrs["run_version"] = int(attrs.get("run_count", 1))
             core.set_state(attrs, "E", 53)
             ops.run_jobobit_hooks(self.conf, state, fid, attrs)
+        time.sleep(self.EXITING_SECONDS)
+        with core.locked_state(self.conf) as state:
+            fid, attrs, parent_id = core.find_job(state, jid)
+            self._procs.pop(jid, None)
+            if attrs is None:
+                return
+            now = int(time.time())
+            exit_status = attrs["Exit_status"]
             deleted = attrs.pop("_deleted", False)
             substate = 91 if deleted else (92 if exit_status == 0 else 93)
             word = "terminated" if deleted else ("finished" if exit_status == 0 else "failed")
