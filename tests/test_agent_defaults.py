@@ -41,8 +41,9 @@ def test_every_key_the_agent_reads_has_exactly_one_default():
         names.add(call.args[0].value)
     assert names <= set(FIELDS), names - set(FIELDS)
     # and every setting is read by the agent (none is validated and then ignored),
-    # except the interpreter the installer writes into the periodic hook's config
-    assert set(FIELDS) - names == {"python"}
+    # except what the installer writes into the periodic hook's config for the hook
+    # itself: the interpreter, and whether it keeps a serving agent alive
+    assert set(FIELDS) - names == {"python", "serve"}
 
 
 def test_no_other_fallback_in_the_product():
