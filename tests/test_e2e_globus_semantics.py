@@ -53,6 +53,18 @@ def test_batched_directory_with_an_unreadable_file_is_not_released(site):
     assert "AMBIGUOUS_PATH" in site.timeline(a)
     assert site.qstat(a)["job_state"] == "H"
     assert site.qstat(b)["Exit_status"] == 0
+    # the task counted a skipped error (subtasks_skipped_errors): they were read
+    assert any(c.path.endswith("/skipped_errors") for c in site.emulator.calls)
+
+
+def test_a_task_that_skipped_nothing_costs_no_skipped_errors_call(site):
+    """subtasks_skipped_errors 0 in the SUCCEEDED task document is Globus's word
+    that nothing was skipped: no task_skipped_errors call, and the job runs."""
+    remote_file(site, "in/a.dat", "alpha\n")
+    job = site.submit("-l", stagein_arg(site, "in/", "in/"), script=needs_input(site, "in/a.dat"))
+    site.run_until(lambda: site.job_state(job) == "F", timeout=60)
+    assert site.qstat(job)["Exit_status"] == 0
+    assert not [c for c in site.emulator.calls if c.path.endswith("/skipped_errors")]
 
 
 def test_sync_up_to_date_and_empty_directory_count_as_arrived(site):

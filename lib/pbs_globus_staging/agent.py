@@ -112,6 +112,9 @@ class Agent:
         self.should_stop: Callable[[], bool] = lambda: False   # a serving agent's signal
         self._api_base: Dict[str, int] = {}
         self._served = False
+        # Transfers whose SUCCEEDED task document counted no skipped errors: their
+        # items need no task_skipped_errors call (the count is Globus's own word).
+        self._nothing_skipped: Set[int] = set()
         self._last_poll = 0.0
 
     # ------------------------------------------------------------------ config
@@ -1074,6 +1077,8 @@ class Agent:
         """Store what Globus said; fail fast on a fault that persists."""
         j = self.journal
         status = _OUTCOME_STATUS.get(report.outcome, t.status)
+        if report.outcome == Outcome.DONE and report.skipped_errors == 0:
+            self._nothing_skipped.add(t.transfer_id)
         fields: Dict[str, object] = dict(
             nice_status=report.nice_status, files=report.files,
             files_transferred=report.files_transferred, files_skipped=report.files_skipped,
@@ -1217,6 +1222,8 @@ class Agent:
     def _skipped_errors(self, t: object) -> Optional[List[Tuple[str, str, str]]]:
         """What Globus skipped in ``t`` (source, destination, error code); None
         when Globus cannot say now -- never taken as "nothing skipped"."""
+        if t.transfer_id in self._nothing_skipped:
+            return []
         try:
             found = self.backend.skipped_errors(t.identity, t.task_id)
         except StagingError as exc:

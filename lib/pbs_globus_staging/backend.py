@@ -68,6 +68,9 @@ class TaskReport:
     label: str = ""
     owner_id: str = ""
     completion_time: Optional[str] = None
+    # subtasks_skipped_errors of the task document; None when the document has
+    # no such field (then only task_skipped_errors can say what was skipped)
+    skipped_errors: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)

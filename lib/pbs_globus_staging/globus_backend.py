@@ -527,6 +527,8 @@ class GlobusBackend:
             label=str(doc.get("label") or ""),
             owner_id=str(doc.get("owner_id") or ""),
             completion_time=doc.get("completion_time") or None,
+            skipped_errors=None if doc.get("subtasks_skipped_errors") is None
+            else _int(doc.get("subtasks_skipped_errors")),
         )
         if status == "SUCCEEDED":
             return TaskReport(outcome=Outcome.DONE, **common)
