@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from . import events, units
 from .errors import ConfigError
-from .mail import MailSettings, parse_mail_settings, redact, valid_address
+# mail is the transport and knows nothing of rules: the dependency runs this way only.
+from .mail import Delivery, MailSettings, parse_mail_settings, redact, valid_address
 
 log = logging.getLogger(__name__)
 
@@ -464,26 +465,6 @@ FAILED = "failed"            # will be tried again next cycle
 DEFERRED = "deferred"        # not tried: the mail transport failed earlier in this cycle
 ABANDONED = "abandoned"      # failed, and no more tries (recorded in the ledger)
 SUPPRESSED = "suppressed"    # not sent on purpose (-m n, no usable address)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    rule: str
-    action: str                 # Action.label
-    key: str                    # the event's dedup key
-    kind: str                   # event kind
-    job_id: str | None
-    channel: str                # mail | command | log
-    status: str = ""
-    recipients: tuple[str, ...] = ()
-    subject: str = ""
-    body: str = ""
-    argv: tuple[str, ...] = ()
-    error: str = ""             # one line, secrets redacted
-
-    @property
-    def ledger_rule(self) -> str:
-        return f"{self.rule}/{self.action}"
 
 
 class Ledger(Protocol):

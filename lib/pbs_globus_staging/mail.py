@@ -24,12 +24,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from .errors import ConfigError, StagingError
-
-if TYPE_CHECKING:  # pragma: no cover - typing only; alerts imports this module
-    from .alerts import AlertConfig, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +349,35 @@ def _snippet(data: Any) -> str:
     return text[:_OUTPUT_SNIPPET] + ("..." if len(text) > _OUTPUT_SNIPPET else "")
 
 
+# What ``alerts`` hands the transport.  It lives here, not in alerts, so that
+# the dependency runs one way: alerts (the rules) imports mail (the I/O).
+@dataclass(frozen=True)
+class Delivery:
+    rule: str
+    action: str                 # Action.label
+    key: str                    # the event's dedup key
+    kind: str                   # event kind
+    job_id: str | None
+    channel: str                # mail | command | log
+    status: str = ""
+    recipients: tuple[str, ...] = ()
+    subject: str = ""
+    body: str = ""
+    argv: tuple[str, ...] = ()
+    error: str = ""             # one line, secrets redacted
+
+    @property
+    def ledger_rule(self) -> str:
+        return f"{self.rule}/{self.action}"
+
+
+class DeliveryConfig(Protocol):
+    """What :meth:`Deliverer.from_config` reads (``alerts.AlertConfig`` has it)."""
+
+    mail: MailSettings
+    command_timeout: float
+
+
 class Deliverer:
     """The ``deliver`` callable for :class:`alerts.AlertEngine`: performs one
     mail or command delivery, raising :class:`MailError` / :class:`CommandError`."""
@@ -368,7 +394,7 @@ class Deliverer:
             self.sender = f"{sender}@{self.hostname}"
 
     @classmethod
-    def from_config(cls, config: AlertConfig) -> Deliverer:
+    def from_config(cls, config: DeliveryConfig) -> Deliverer:
         return cls(make_mailer(config.mail), sender=config.mail.sender,
                    command_timeout=config.command_timeout)
 

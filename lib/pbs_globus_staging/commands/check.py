@@ -16,7 +16,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from . import EXIT_BAD, EXIT_OK, emit
+from ..services import (EXIT_BAD, EXIT_OK, emit, journal_path, load_site, make_backend,
+                        pbs_home, with_json)
+
+def register(sub) -> None:
+    ck = with_json(sub.add_parser(
+        "check", help="is the install sound? (resources, hooks, config, journal, Globus)",
+        description="One line per check, ok/WARN/FAIL with what to do; exit 1 if any FAIL."))
+    ck.set_defaults(func=cmd_check)
+
 
 PBS_COMMANDS = ("qstat", "qsub", "qalter", "qhold", "qrls", "qdel", "qmgr")
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
@@ -161,7 +169,6 @@ def _compare_hook_config(text: str, expected: Dict[str, Any]) -> str:
 
 
 def check_journal(c: Checks, cfg: Any) -> None:
-    from ..cli import journal_path
     from ..journal import Journal
     from ..errors import StagingError
     path = Path(journal_path(cfg))
@@ -264,7 +271,6 @@ def check_globus(c: Checks, cfg: Any) -> None:
             c.add(OK, name, f"{url} answers")
     if cfg.credentials.mode == "client":
         # One authenticated call: a client-credentials token from Globus Auth.
-        from ..cli import make_backend
         from ..errors import StagingError
         try:
             backend = make_backend(cfg)
@@ -312,7 +318,6 @@ def check_data_access(c: Checks, cfg: Any, backend: Any) -> None:
 
 
 def check_files(c: Checks, cfg: Any) -> None:
-    from ..cli import journal_path
     from . import userviews
     src = Path(cfg.source)
     try:
@@ -341,7 +346,6 @@ def check_files(c: Checks, cfg: Any) -> None:
 
 def cmd_check(args: Any) -> int:
     from .. import installer, siteconfig
-    from ..cli import journal_path, load_site, pbs_home
     from ..errors import ConfigError
     from ..pbsctl import read_pbs_conf
     c = Checks()

@@ -14,7 +14,29 @@ import pwd
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-from . import EXIT_OK, EXIT_USAGE, CliExit, caller_name, emit
+from ..services import EXIT_OK, EXIT_USAGE, CliExit, caller_name, emit, load_site, with_json
+
+
+def register(sub) -> None:
+    lg = with_json(sub.add_parser(
+        "login", help="give the staging agent your Globus login (run as yourself)",
+        description="Log in to Globus (the URL/code flow) and store a refresh token in your "
+                    "token directory, so the agent can stage your data. Needed once, and "
+                    "again when a job comment says so. Not used in client-credentials mode."))
+    lg.add_argument("--collection", action="append", metavar="ID",
+                    help="also consent to data access on this collection (UUID or site "
+                         "alias); repeatable")
+    # What a job comment asks for when a collection's authentication policy
+    # refused the login (Globus's authorization_parameters).
+    lg.add_argument("--policy", action="append", metavar="ID",
+                    help="log in so as to satisfy this Globus authentication policy; repeatable")
+    lg.add_argument("--identity", action="append", metavar="ID",
+                    help="log in with this Globus identity (id); repeatable")
+    lg.add_argument("--domain", action="append", metavar="DOMAIN",
+                    help="log in with an identity from this domain; repeatable")
+    lg.add_argument("--mfa", action="store_true",
+                    help="log in with multi-factor authentication")
+    lg.set_defaults(func=cmd_login)
 
 
 def token_dir_for(cfg: Any, user: str) -> Path:
@@ -94,7 +116,6 @@ def run_login(cfg: Any, *, collections: List[str], flow_manager: Optional[Any] =
 
 
 def cmd_login(args: Any) -> int:
-    from ..cli import load_site
     cfg = load_site(args.config)
     if os.geteuid() == 0 and os.environ.get("SUDO_USER"):
         # Under sudo the tokens would be root's: the agent would use them for

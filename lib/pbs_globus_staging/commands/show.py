@@ -1,4 +1,4 @@
-"""``show JOBID`` and ``status``: read-only views.
+"""``show JOBID``: one job's staging timeline (read-only).
 
 Root reads the journal (and, for ``show``, what PBS still knows of the job);
 any other user reads the per-user summaries the agent writes for them
@@ -10,8 +10,23 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .. import report
-from . import EXIT_NOTFOUND, EXIT_OK, CliExit, caller_name, emit, is_root
+from ..services import (EXIT_NOTFOUND, EXIT_OK, CliExit, caller_name, emit, is_root,
+                        journal_path, load_site, open_journal, with_json)
 from . import userviews
+
+
+def register(sub) -> None:
+    s = with_json(sub.add_parser(
+        "show", help="one job's staging timeline",
+        description="One job's staging history: submission, hold, each Globus transfer "
+                    "(task id, progress, faults), release, run, exit, stage-out, alerts "
+                    "sent. Works after the job has left PBS. Root reads the journal; users "
+                    "read the summaries the agent keeps for them (their own jobs only; "
+                    "another user's job reads like a missing one). Exit 4: no such job."))
+    s.add_argument("jobid", help="PBS job id (123.server, or 123)")
+    s.add_argument("--no-pbs", action="store_true",
+                   help="root: do not ask PBS for the run/exit times, journal only")
+    s.set_defaults(func=cmd_show)
 
 
 def _not_found(job_id: str) -> CliExit:
@@ -42,7 +57,6 @@ def _pbs_attrs(cfg: Any, job_id: str) -> Optional[dict]:
 
 
 def cmd_show(args: Any) -> int:
-    from ..cli import journal_path, load_site, open_journal
     cfg = load_site(args.config)
     if is_root():
         journal = open_journal(cfg, readonly=True)
@@ -60,26 +74,4 @@ def cmd_show(args: Any) -> int:
     if view is None:
         raise _not_found(args.jobid)
     emit(view, as_json=args.json, text=report.format_timeline(view))
-    return EXIT_OK
-
-
-def cmd_status(args: Any) -> int:
-    from ..cli import journal_path, load_site, open_journal, state_dir
-    cfg = load_site(args.config)
-    if is_root():
-        journal = open_journal(cfg, readonly=True)
-        try:
-            data = report.status(journal)
-        finally:
-            journal.close()
-        # Is the serving agent alive (its lock and heartbeat)?
-        from .. import serve
-        data["agent"] = serve.agent_status(state_dir(cfg))
-        text = report.format_status(data) + "\n" + serve.format_agent_status(data["agent"])
-    else:
-        views = userviews.list_views(userviews.views_dir(journal_path(cfg)), caller_name())
-        data = report.user_status(views)
-        data["user"] = caller_name()
-        text = report.format_status(data)
-    emit(data, as_json=args.json, text=text)
     return EXIT_OK
