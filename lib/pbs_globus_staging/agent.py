@@ -168,22 +168,9 @@ class Agent:
                 else:
                     self.poll_pass()
         except RetryableError as exc:
-            self.stats.errors.append(str(exc))
-            action_log("cycle_stopped", reason=str(exc))
+            self._stopped(exc)
         finally:
-            self.stats.finished = self.clock()
-            self.stats.cpu_seconds = time.process_time() - cpu0
-            self.stats.pbs_calls = self.pbs.calls
-            self.stats.globus_calls = _total_calls(self.backend)
-            self._health_alert()
-            self._flush_alerts()
-            if cycle_id is not None:
-                self._journal_call(
-                    "finish_cycle", cycle_id, now=self.stats.finished, ok=self.stats.ok,
-                    error="; ".join(self.stats.errors)[:1000] or None,
-                    globus_calls=self.stats.globus_calls, pbs_calls=self.stats.pbs_calls,
-                    cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
-                    transfers=self.stats.submitted)
+            self._finish_run(cycle_id, cpu0)
         return self.stats
 
     def _run_served(self, budget: float, waiter: Callable[[float], bool]) -> CycleStats:
@@ -202,23 +189,33 @@ class Agent:
             cycle_id = self.journal.start_cycle(now=start)
             self._serve_loop(start + budget, waiter)
         except RetryableError as exc:
-            self.stats.errors.append(str(exc))
-            action_log("cycle_stopped", reason=str(exc))
+            self._stopped(exc)
         finally:
-            self.stats.finished = self.clock()
-            self.stats.cpu_seconds = time.process_time() - cpu0
-            self.stats.pbs_calls = self.pbs.calls - pbs0
-            self.stats.globus_calls = _total_calls(self.backend) - globus0
-            self._health_alert()
-            self._flush_alerts()
-            if cycle_id is not None:
-                self._journal_call(
-                    "finish_cycle", cycle_id, now=self.stats.finished, ok=self.stats.ok,
-                    error="; ".join(self.stats.errors)[:1000] or None,
-                    globus_calls=self.stats.globus_calls, pbs_calls=self.stats.pbs_calls,
-                    cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
-                    transfers=self.stats.submitted)
+            self._finish_run(cycle_id, cpu0, pbs0=pbs0, globus0=globus0)
         return self.stats
+
+    def _stopped(self, exc: RetryableError) -> None:
+        self.stats.errors.append(str(exc))
+        action_log("cycle_stopped", reason=str(exc))
+
+    def _finish_run(self, cycle_id: Optional[int], cpu0: float, *, pbs0: int = 0,
+                    globus0: int = 0) -> None:
+        """Close a run's figures, alerts and journal record (also after an error).
+        ``pbs0``/``globus0``: the process-wide counts at the run's start (a
+        serving agent's backend and PBS client outlive its runs)."""
+        self.stats.finished = self.clock()
+        self.stats.cpu_seconds = time.process_time() - cpu0
+        self.stats.pbs_calls = self.pbs.calls - pbs0
+        self.stats.globus_calls = _total_calls(self.backend) - globus0
+        self._health_alert()
+        self._flush_alerts()
+        if cycle_id is not None:
+            self._journal_call(
+                "finish_cycle", cycle_id, now=self.stats.finished, ok=self.stats.ok,
+                error="; ".join(self.stats.errors)[:1000] or None,
+                globus_calls=self.stats.globus_calls, pbs_calls=self.stats.pbs_calls,
+                cpu_seconds=self.stats.cpu_seconds, jobs=len(self._views),
+                transfers=self.stats.submitted)
 
     # After a wake-up, look at PBS this soon and again a little later: the
     # queuejob hook wakes us before pbs_server has enqueued the job.

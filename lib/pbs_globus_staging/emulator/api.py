@@ -183,24 +183,6 @@ def _client_auth(emu: "GlobusEmulator", headers: Dict[str, str],
     return cid, False
 
 
-def _split_scopes(scope: str) -> List[str]:
-    out, depth, cur = [], 0, ""
-    for ch in scope:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == " " and depth == 0:
-            if cur:
-                out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur:
-        out.append(cur)
-    return out
-
-
 def _resource_server(scope: str) -> str:
     base = scope.split("[", 1)[0]
     if base.startswith(TRANSFER_SCOPE):
@@ -220,7 +202,7 @@ def _resource_server(scope: str) -> str:
 def _token_doc(emu: "GlobusEmulator", identity: str, client_id: str, scope: str,
                refresh: Optional[str]) -> Dict[str, Any]:
     groups: Dict[str, List[str]] = {}
-    for s in _split_scopes(scope):
+    for s in authz.split_scopes(scope):
         groups.setdefault(_resource_server(s), []).append(s)
     docs = []
     for rs, scopes in groups.items():

@@ -61,7 +61,8 @@ class PendingCode:
 
 
 # -- scopes ---------------------------------------------------------------------
-def _split_top(text: str) -> List[str]:
+def split_scopes(text: str) -> List[str]:
+    """A scope string's top-level scopes (spaces inside [...] belong to a dependency)."""
     out, depth, cur = [], 0, ""
     for ch in text:
         if ch == "[":
@@ -83,10 +84,10 @@ def parse_scope(scope: str) -> List[Tuple[str, List[Tuple[str, bool]]]]:
     """``"a[*b c] d"`` -> ``[("a", [("b", True), ("c", False)]), ("d", [])]``
     (one level of dependencies is all the emulator needs)."""
     out: List[Tuple[str, List[Tuple[str, bool]]]] = []
-    for top in _split_top(scope):
+    for top in split_scopes(scope):
         base, _, rest = top.partition("[")
         deps = []
-        for dep in _split_top(rest[:-1] if rest.endswith("]") else rest):
+        for dep in split_scopes(rest[:-1] if rest.endswith("]") else rest):
             optional = dep.startswith("*")
             deps.append((dep.lstrip("*").split("[", 1)[0], optional))
         out.append((base.lstrip("*"), deps))
@@ -119,7 +120,7 @@ def grant_scope(emu: "GlobusEmulator", scope: str) -> str:
     from .api import OAuthError
 
     granted = []
-    for top in _split_top(scope):
+    for top in split_scopes(scope):
         base, deps = parse_scope(top)[0]
         if base != TRANSFER_SCOPE or not deps:
             granted.append(top)
