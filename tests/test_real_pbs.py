@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shlex
 import shutil
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from pbs_globus_staging.testing.realpbs import skip_reason
+
 REPO = Path(__file__).resolve().parents[1]
 PERIODIC = "globus_staging_periodic"
 HOOKS = tuple("globus_staging_" + e for e in ("queuejob", "modifyjob", "runjob", "jobobit",
@@ -44,30 +45,8 @@ HOOKS = tuple("globus_staging_" + e for e in ("queuejob", "modifyjob", "runjob",
 RESOURCES = ("stagein_globus", "stageout_globus", "globus_stage_state", "globus_stage_tasks")
 
 
-def _real_qstat():
-    path = shutil.which("qstat")
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as fh:
-            return path if fh.read(4) == b"\x7fELF" else None   # the double's is a script
-    except OSError:
-        return None
-
-
 def _skip_reason():
-    if os.environ.get("GLOBUS_STAGING_REAL_PBS") != "1":
-        return "set GLOBUS_STAGING_REAL_PBS=1 to run against a real OpenPBS on this host"
-    if _real_qstat() is None:
-        return "no real OpenPBS qstat on PATH (e.g. PATH=/opt/pbs/bin:$PATH)"
-    if os.geteuid() != 0:
-        return "needs root (qmgr, qrls -h s)"
-    user = os.environ.get("GLOBUS_STAGING_REAL_PBS_USER", "alice")
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        return f"no user {user!r} to submit jobs as (GLOBUS_STAGING_REAL_PBS_USER)"
-    return None
+    return skip_reason(os.environ.get("GLOBUS_STAGING_REAL_PBS_USER", "alice"))
 
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
