@@ -1,9 +1,10 @@
-# Two entry points: `make demo` (install + run the demo) and `make test`.
+# Entry points: `make demo` (install + run the demo), `make test` (every tier)
+# and `make test-fast` (tests/unit only, seconds).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(BIN)/globus-staging: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 bench: install
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,6 +1,16 @@
 """Shared fixtures: the Globus emulator and the PBS test double are pytest plugins
-shipped in the package (the demo uses them too)."""
+shipped in the package (the demo uses them too).
+
+The tests are in tiers: unit/ (pure, in-memory, seconds), integration/ (the
+emulator over HTTP, the PBS double, globus-cli, the package build), e2e/ (whole
+sites), real/ (opt-in, a real OpenPBS).  Their shared helpers are modules in
+helpers/, importable by name from every tier."""
+import sys
+from pathlib import Path
+
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 from globus_cli_helpers import globus_cli  # noqa: F401  (a fixture)
 

@@ -3,7 +3,7 @@ Globus emulator in this process (loopback), the suite installed into the real
 server with the real installer, jobs submitted by an ordinary user (``su``),
 and the agent as the periodic hook starts it (serving by default).
 
-Used by the opt-in ``tests/test_real_pbs.py`` scenarios and by
+Used by the opt-in ``tests/real/test_real_pbs.py`` scenarios and by
 ``bench/bench_real_pbs_latency.py``.  It changes the shared server: use it
 under ``flock /tmp/realpbs.lock``; ``stop()`` uninstalls the suite, stops the
 serving agent and purges every job it submitted.

@@ -1,7 +1,7 @@
 """A staging site for scale runs: the real agent, journal, Globus backend and
 emulator (real HTTP on loopback, per-user limits on), with the in-memory
 :class:`~.fakepbs.FakePbs` in place of PBS so 10,000 jobs cost seconds to set
-up.  Used by ``bench/bench_scale.py`` and ``tests/test_scale*.py``.
+up.  Used by ``bench/bench_scale.py`` and ``tests/e2e/test_scale*.py``.
 
 Each :meth:`ScaleSite.cycle` is what one periodic-hook run does in
 production: a fresh ``Agent`` with a fresh ``GlobusBackend`` and journal

@@ -1,4 +1,4 @@
-"""The PBS double's commands against real OpenPBS 23.06 outputs (tests/data/pbs-samples/,
+"""The PBS double's commands against real OpenPBS 23.06 outputs (tests/helpers/data/pbs-samples/,
 captured on a running server; a copy of shared/reference/pbs-samples)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SAMPLES = Path(__file__).resolve().parent / "data" / "pbs-samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "helpers" / "data" / "pbs-samples"
 
 
 @pytest.fixture

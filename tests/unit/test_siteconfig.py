@@ -14,7 +14,7 @@ from pbs_globus_staging import siteconfig
 from pbs_globus_staging.errors import ConfigError
 from pbs_globus_staging.siteconfig import from_dict, load
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "lib" / "pbs_globus_staging" / "data" / "site.yaml.example"
 SITE = "6a1c5f3e-2b7d-4c1a-9e0f-3d2c1b0a9f8e"
 THETA = "08925f04-569f-11e7-bef8-22000b9a448b"

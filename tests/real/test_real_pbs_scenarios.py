@@ -7,7 +7,7 @@ periodic hook starts (the serving agent); jobs are submitted as an ordinary user
 job purged at the end.  Same opt-in as ``test_real_pbs.py``:
 
     GLOBUS_STAGING_REAL_PBS=1 PATH=/opt/pbs/bin:$PATH flock /tmp/realpbs.lock \\
-        .venv/bin/python -m pytest tests/test_real_pbs_scenarios.py -v
+        .venv/bin/python -m pytest tests/real/test_real_pbs_scenarios.py -v
 
 What was seen is recorded in ``docs/real-pbs.md``.
 """

@@ -11,7 +11,7 @@ from pbs_globus_staging.alerts import (EVENT_KINDS, AlertEngine, StagingEvent, p
                                        parse_rules)
 from pbs_globus_staging.errors import ConfigError
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "alerts.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "alerts.md"
 SRC = "/etc/pbs-globus-staging/site.yaml"
 
 

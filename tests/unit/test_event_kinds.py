@@ -14,7 +14,7 @@ from pbs_globus_staging import alerts, events
 from pbs_globus_staging.alerts import StagingEvent, parse_rules
 from pbs_globus_staging.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "lib" / "pbs_globus_staging" / "agent.py"
 DIRECTIONS = ("in", "out")
 

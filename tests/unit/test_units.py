@@ -15,7 +15,7 @@ from pbs_globus_staging import alerts, decide, report, siteconfig, units
 from pbs_globus_staging.alerts import AlertEngine, StagingEvent, parse_rules
 from pbs_globus_staging.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PY36 = "/root/.pyenv/versions/3.6.15/bin/python"
 SRC = "site.yaml"
 

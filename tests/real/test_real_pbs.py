@@ -4,7 +4,7 @@ Skipped unless ``qstat`` on PATH is a real (compiled) OpenPBS command AND
 ``GLOBUS_STAGING_REAL_PBS=1``; they also need root (qmgr, ``qrls -h s``) and an
 ordinary submitting user (``GLOBUS_STAGING_REAL_PBS_USER``, default ``alice``).
 
-    GLOBUS_STAGING_REAL_PBS=1 PATH=/opt/pbs/bin:$PATH .venv/bin/python -m pytest tests/test_real_pbs.py -v
+    GLOBUS_STAGING_REAL_PBS=1 PATH=/opt/pbs/bin:$PATH .venv/bin/python -m pytest tests/real/test_real_pbs.py -v
 
 qmgr has no dry run, so everything here is applied to the server for real, and
 only in ways that leave it in the installed state it found:
@@ -38,7 +38,7 @@ import pytest
 
 from pbs_globus_staging.testing.realpbs import skip_reason
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PERIODIC = "globus_staging_periodic"
 HOOKS = tuple("globus_staging_" + e for e in ("queuejob", "modifyjob", "runjob", "jobobit",
                                               "periodic"))

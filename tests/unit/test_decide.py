@@ -143,7 +143,7 @@ def test_summarize():
 def test_jobview_from_real_qstat_sample():
     import json
     from pathlib import Path
-    sample = Path(__file__).resolve().parent / "data/pbs-samples/qstat_held_job.json"
+    sample = Path(__file__).resolve().parents[1] / "helpers/data/pbs-samples/qstat_held_job.json"
     attrs = json.loads(sample.read_text())["Jobs"]["106.vm"]
     v = JobView.from_qstat("106.vm", attrs)
     assert (v.owner, v.state, v.holds, v.stage_state) == ("alice", "H", "su", "staging-in")

@@ -8,7 +8,7 @@ import pathlib
 import subprocess
 import sys
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "fuzz_queuejob.py"
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "fuzz_queuejob.py"
 
 
 def _load():

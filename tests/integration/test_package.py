@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = ("pbs_globus_staging/data/site.yaml.example",
         "pbs_globus_staging/data/globus-staging-agent.service",
         "pbs_globus_staging/data/globus-staging.logrotate") + tuple(
@@ -92,7 +92,7 @@ def test_sdist_and_pip_install_dot_find_the_hooks(built, what):
 
 
 def test_wheel_installs_the_suite_and_stages_a_job(built, wheel_venv, tmp_path):
-    out = json.loads(_run([wheel_venv / "python", "-I", REPO / "tests" / "wheel_site.py",
+    out = json.loads(_run([wheel_venv / "python", "-I", REPO / "tests" / "helpers" / "wheel_site.py",
                            tmp_path / "site"], cwd=tmp_path, timeout=300).splitlines()[-1])
     site_packages = str(wheel_venv.parent / "lib")
     assert out["package"].startswith(site_packages)

@@ -1,4 +1,4 @@
-"""Run by tests/test_package.py with the Python of a venv the built wheel was
+"""Run by tests/integration/test_package.py with the Python of a venv the built wheel was
 installed into, with ``-I`` and from outside the source tree: the README's admin
 commands (``globus-staging --config site.yaml install --python VENV/bin/python``)
 against the PBS double, one staged job through its whole life, then
