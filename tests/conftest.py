@@ -4,7 +4,13 @@ shipped in the package (the demo uses them too).
 The tests are in tiers: unit/ (pure, in-memory, seconds), integration/ (the
 emulator over HTTP, the PBS double, globus-cli, the package build), e2e/ (whole
 sites), real/ (opt-in, a real OpenPBS).  Their shared helpers are modules in
-helpers/, importable by name from every tier."""
+helpers/, importable by name from every tier.
+
+``make test`` runs them with pytest-xdist (``-n 2``): every test has its own
+tmp_path, ports are chosen by the kernel (port 0), the cached globus-cli venv is
+built under a file lock.  The scheduler below keeps together, in one worker,
+the tests that must share one process (ONE_WORKER), and hands out the slowest
+tier first so that no long test starts last."""
 import sys
 from pathlib import Path
 
@@ -18,6 +24,43 @@ pytest_plugins = [
     "pbs_globus_staging.emulator.fixture",
     "pbs_globus_staging.testing.pbsdouble.fixture",
 ]
+
+
+TESTS = Path(__file__).resolve().parent
+
+# Node-id prefixes whose tests run in one worker, one after the other:
+ONE_WORKER = (
+    "tests/real/",              # one real PBS server on the host: never two at once
+    "tests/integration/test_package.py",        # module fixture: the build and venv
+    "tests/integration/test_hooks_old_python.py",   # module fixture: the hook site
+)
+# Under xdist the tiers are handed out slowest first.
+TIER_ORDER = ("e2e", "integration", "unit", "real")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    # xdist's own --dist loadgroup marks tests by rewriting item._nodeid, which
+    # pytest >= 9.2 no longer reads; group by node id in the controller instead.
+    if config.getvalue("dist") != "load":     # another --dist asked for: xdist's own
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return next((p for p in ONE_WORKER if nodeid.startswith(p)), nodeid)
+
+    return OneWorkerGroups(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):     # not an xdist worker: collection order
+        return
+
+    def tier(item):
+        rel = Path(item.path).resolve().relative_to(TESTS).parts
+        return TIER_ORDER.index(rel[0]) if rel and rel[0] in TIER_ORDER else len(TIER_ORDER)
+    items.sort(key=tier)                        # stable: file order kept inside a tier
 
 
 @pytest.fixture
