@@ -52,23 +52,44 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping,
                     Optional, Sequence, Tuple, Type, TypeVar, Union)
 
 from . import errors
+from .states import (FINISHED_TRANSFER, Direction, IllegalTransition, Item, Request,
+                     Transfer, check_transition)
 
 __all__ = [
     "Journal", "JournalError", "ConflictError", "SchemaError",
     "JobRow", "RequestRow", "TransferRow", "ItemRow", "EventRow", "AlertRow",
     "ObitRow", "CycleRow", "ItemSpec",
     "TRANSFER_STATUSES", "FINISHED_STATUSES", "ITEM_OUTCOMES", "SCHEMA_VERSION",
-    "write_obit",
+    "write_obit", "IllegalTransition",
 ]
 
 # "PGSJ" -- marks the file as ours, so we never migrate somebody else's database.
 APPLICATION_ID = 0x5047534A
 
-TRANSFER_STATUSES = ("new", "submitting", "active", "inactive",
-                     "succeeded", "failed", "canceled")
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "canceled"})
-ITEM_OUTCOMES = ("pending", "succeeded", "failed")
-DIRECTIONS = ("in", "out")
+# The vocabularies are states.Transfer, states.Item, states.Direction and
+# states.Request; these tuples are their members, for callers that iterate.
+TRANSFER_STATUSES = tuple(Transfer)
+FINISHED_STATUSES = FINISHED_TRANSFER
+ITEM_OUTCOMES = tuple(Item)
+DIRECTIONS = tuple(Direction)
+
+
+def _q(word: str) -> str:
+    """A vocabulary word as an SQL string literal (our own words: no quotes in them)."""
+    assert "'" not in word
+    return "'" + str(word) + "'"
+
+
+def _sql_set(words: Iterable[str]) -> str:
+    return "(" + ", ".join(_q(w) for w in words) + ")"
+
+
+def _check_in(column: str, vocabulary: Iterable[str]) -> str:
+    """The CHECK constraint that keeps ``column`` within a vocabulary."""
+    return f"CHECK ({column} IN {_sql_set(vocabulary)})"
+
+
+_FINISHED_SQL = _sql_set(sorted(FINISHED_TRANSFER))
 
 HOOK_TIMEOUT = 0.5   # what an event hook should pass: pbs_server must never stall
 
@@ -227,7 +248,116 @@ _V3 = (
     "ALTER TABLE obits ADD COLUMN stageout TEXT",
 )
 
-MIGRATIONS: Tuple[Tuple[str, ...], ...] = (_V1, _V2, _V3)
+# v4: the CHECK constraints come from the vocabularies in states.py, and
+# requests.state has one (it had none; transfers allowed a "submitting" nothing
+# ever wrote).  SQLite cannot change a constraint in place, so the three tables
+# are rebuilt: copied aside, dropped children first (no foreign key is ever
+# violated), created anew and filled back, with their indexes.  A future word
+# added to one of these vocabularies needs another migration like this one
+# (tests/test_journal.py compares the live constraints with the enums).
+_REQUESTS_COLUMNS = ("request_id", "job_id", "direction", "owner", "identity", "raw",
+                     "normalized", "request_key", "state", "message", "action", "attempts",
+                     "next_attempt", "created", "updated")
+_TRANSFERS_COLUMNS = (
+    "transfer_id", "identity", "direction", "source_collection", "destination_collection",
+    "options", "label", "deadline", "submission_id", "task_id", "grafted", "status",
+    "nice_status", "files", "files_transferred", "files_skipped", "bytes_transferred",
+    "bytes_per_second", "faults", "fault_since", "fatal_code", "message", "created",
+    "submitted", "completed", "last_polled", "last_progress", "orphaned_since",
+    "cancel_requested")
+_ITEMS_COLUMNS = ("item_id", "transfer_id", "request_id", "source_path", "destination_path",
+                  "recursive", "outcome", "message")
+
+
+def _rebuild_v4() -> Tuple[str, ...]:
+    req_cols = ", ".join(_REQUESTS_COLUMNS)
+    tr_cols = ", ".join(_TRANSFERS_COLUMNS)
+    it_cols = ", ".join(_ITEMS_COLUMNS)
+    # "submitting" was allowed and never written; were one there, it is a
+    # transfer recorded and not known to be at Globus: new.
+    tr_select = tr_cols.replace("status,", "CASE status WHEN 'submitting' THEN "
+                                f"{_q(Transfer.NEW)} ELSE status END,", 1)
+    return (
+        "CREATE TEMP TABLE v4_requests AS SELECT * FROM requests",
+        "CREATE TEMP TABLE v4_transfers AS SELECT * FROM transfers",
+        "CREATE TEMP TABLE v4_items AS SELECT * FROM transfer_items",
+        "DROP TABLE transfer_items",
+        "DROP TABLE transfers",
+        "DROP TABLE requests",
+        f"""CREATE TABLE requests (
+        request_id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        direction TEXT NOT NULL {_check_in("direction", Direction)},
+        owner TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        raw TEXT NOT NULL,
+        normalized TEXT NOT NULL,
+        request_key TEXT NOT NULL,
+        state TEXT NOT NULL {_check_in("state", Request)},
+        message TEXT,
+        action TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL,
+        created REAL,
+        updated REAL,
+        UNIQUE (job_id, direction))""",
+        f"""CREATE TABLE transfers (
+        transfer_id INTEGER PRIMARY KEY,
+        identity TEXT NOT NULL,
+        direction TEXT {_check_in("direction", Direction)},
+        source_collection TEXT,
+        destination_collection TEXT,
+        options TEXT,
+        label TEXT,
+        deadline TEXT,
+        submission_id TEXT UNIQUE,
+        task_id TEXT UNIQUE,
+        grafted INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL {_check_in("status", Transfer)},
+        nice_status TEXT,
+        files INTEGER,
+        files_transferred INTEGER,
+        files_skipped INTEGER,
+        bytes_transferred INTEGER,
+        bytes_per_second REAL,
+        faults INTEGER,
+        fault_since REAL,
+        fatal_code TEXT,
+        message TEXT,
+        created REAL,
+        submitted REAL,
+        completed REAL,
+        last_polled REAL,
+        last_progress REAL,
+        orphaned_since REAL,
+        cancel_requested REAL)""",
+        f"""CREATE TABLE transfer_items (
+        item_id INTEGER PRIMARY KEY,
+        transfer_id INTEGER NOT NULL REFERENCES transfers (transfer_id),
+        request_id INTEGER REFERENCES requests (request_id),
+        source_path TEXT NOT NULL,
+        destination_path TEXT NOT NULL,
+        recursive INTEGER NOT NULL DEFAULT 0,
+        outcome TEXT NOT NULL DEFAULT {_q(Item.PENDING)}
+            {_check_in("outcome", Item)},
+        message TEXT)""",
+        f"INSERT INTO requests ({req_cols}) SELECT {req_cols} FROM v4_requests",
+        f"INSERT INTO transfers ({tr_cols}) SELECT {tr_select} FROM v4_transfers",
+        f"INSERT INTO transfer_items ({it_cols}) SELECT {it_cols} FROM v4_items",
+        "DROP TABLE v4_requests",
+        "DROP TABLE v4_transfers",
+        "DROP TABLE v4_items",
+        "CREATE INDEX transfers_status ON transfers (status, identity)",
+        "CREATE INDEX requests_state ON requests (state, direction)",
+        "CREATE INDEX requests_key ON requests (request_key)",
+        "CREATE INDEX items_transfer ON transfer_items (transfer_id)",
+        "CREATE INDEX items_request ON transfer_items (request_id)",
+    )
+
+
+_V4 = _rebuild_v4()
+
+MIGRATIONS: Tuple[Tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -895,7 +1025,8 @@ class Journal:
         """Record a job's stage-in or stage-out request; idempotent on
         (job_id, direction): when one exists its id is returned unchanged."""
         if direction not in DIRECTIONS:
-            raise ValueError(f"request direction must be 'in' or 'out', not {direction!r}")
+            raise ValueError(f"request direction must be {_or(Direction)}, not {direction!r}")
+        check_transition(None, state)
         t = _now(now)
         with self.transaction():
             self._exec(
@@ -953,8 +1084,11 @@ class Journal:
                           now: Optional[float] = None) -> None:
         """Move a request to ``state``.  ``message``/``action``/``next_attempt``
         are replaced (None clears them: they describe the current state only);
-        ``count_attempt`` adds one to ``attempts``."""
+        ``count_attempt`` adds one to ``attempts``.  A move that
+        ``states.REQUEST_TRANSITIONS`` does not allow raises ``IllegalTransition``
+        (and writes nothing)."""
         with self.transaction():
+            self._check_request_move(request_id, state)
             cur = self._exec(
                 "UPDATE requests SET state = ?, message = ?, action = ?, next_attempt = ?,"
                 " attempts = attempts + ?, updated = ? WHERE request_id = ?",
@@ -977,9 +1111,20 @@ class Journal:
         sql = ("UPDATE requests SET " + ", ".join(f"{c} = ?" for c in cols)
                + ", updated = ? WHERE request_id = ?")
         with self.transaction():
+            if "state" in fields:
+                self._check_request_move(request_id, fields["state"])
             cur = self._exec(sql, [fields[c] for c in cols] + [_now(now), request_id])
             if cur.rowcount != 1:
                 raise KeyError(f"no request {request_id} in the journal")
+
+    def _check_request_move(self, request_id: int, state: str) -> None:
+        row = self._query1("SELECT state FROM requests WHERE request_id = ?", (request_id,))
+        if row is None:
+            raise KeyError(f"no request {request_id} in the journal")
+        try:
+            check_transition(row[0], state)
+        except IllegalTransition as exc:
+            raise IllegalTransition(f"request {request_id}: {exc}") from None
 
     # -- transfers -------------------------------------------------------------
 
@@ -988,7 +1133,7 @@ class Journal:
                         options: Optional[Mapping[str, Any]] = None, label: Optional[str] = None,
                         deadline: Optional[str] = None, submission_id: Optional[str] = None,
                         task_id: Optional[str] = None, grafted: bool = False,
-                        status: str = "new", items: Iterable[Union[ItemSpec, Mapping[str, Any]]] = (),
+                        status: str = Transfer.NEW, items: Iterable[Union[ItemSpec, Mapping[str, Any]]] = (),
                         now: Optional[float] = None) -> int:
         """Record a transfer (and its items) in one transaction; returns its id.
 
@@ -996,7 +1141,7 @@ class Journal:
         before the caller submits.
         """
         if direction is not None and direction not in DIRECTIONS:
-            raise ValueError(f"transfer direction must be 'in' or 'out', not {direction!r}")
+            raise ValueError(f"transfer direction must be {_or(Direction)}, not {direction!r}")
         _check_status(status)
         t = _now(now)
         with self.transaction(durable=submission_id is not None):
@@ -1137,7 +1282,7 @@ class Journal:
         return [int(r[0]) for r in self._query(
             "SELECT DISTINCT t.transfer_id FROM transfers t"
             " JOIN transfer_items i ON i.transfer_id = t.transfer_id"
-            " WHERE t.status IN ('succeeded', 'failed', 'canceled') AND i.outcome = 'pending'"
+            f" WHERE t.status IN {_FINISHED_SQL} AND i.outcome = {_q(Item.PENDING)}"
             " ORDER BY t.transfer_id", ())]
 
     def settled_request_ids(self, states: Iterable[str]) -> List[int]:
@@ -1148,7 +1293,7 @@ class Journal:
             "SELECT r.request_id FROM requests r WHERE " + _in_clause("r.state", words) +
             " AND EXISTS (SELECT 1 FROM transfer_items i WHERE i.request_id = r.request_id)"
             " AND NOT EXISTS (SELECT 1 FROM transfer_items i WHERE i.request_id = r.request_id"
-            " AND i.outcome = 'pending') ORDER BY r.request_id", words)]
+            f" AND i.outcome = {_q(Item.PENDING)}) ORDER BY r.request_id", words)]
 
     def retire_failed_items(self, request_id: int) -> int:
         """Detach a request from the items that failed it, before a retry: the
@@ -1157,7 +1302,7 @@ class Journal:
         transfer reads each item's request."""
         with self.transaction():
             cur = self._exec("DELETE FROM transfer_items"
-                             " WHERE request_id = ? AND outcome = 'failed'", (request_id,))
+                             " WHERE request_id = ? AND outcome = ?", (request_id, Item.FAILED))
         return cur.rowcount
 
     def drop_request_items(self, request_id: int,
@@ -1255,16 +1400,16 @@ class Journal:
         with self.transaction():
             cur = self._exec(
                 "UPDATE transfer_items SET outcome = ?, message = ?"
-                " WHERE transfer_id = ? AND outcome = 'pending'",
-                (outcome, message, transfer_id))
+                " WHERE transfer_id = ? AND outcome = ?",
+                (outcome, message, transfer_id, Item.PENDING))
         return cur.rowcount
 
     def request_satisfied(self, request_id: int) -> Optional[bool]:
         """True when all the request's items succeeded, False when any failed,
         None while some are pending or none exist yet."""
         row = self._query1(
-            "SELECT count(*), sum(outcome = 'succeeded'), sum(outcome = 'failed')"
-            " FROM transfer_items WHERE request_id = ?", (request_id,))
+            "SELECT count(*), sum(outcome = ?), sum(outcome = ?)"
+            " FROM transfer_items WHERE request_id = ?", (Item.SUCCEEDED, Item.FAILED, request_id))
         total, ok, failed = row[0], row[1] or 0, row[2] or 0
         if failed:
             return False
@@ -1356,8 +1501,8 @@ class Journal:
         """Ended jobs whose stage-out request the agent has not registered yet."""
         rows = self._query(
             "SELECT * FROM obits o WHERE o.stageout IS NOT NULL AND NOT EXISTS"
-            " (SELECT 1 FROM requests r WHERE r.job_id = o.job_id AND r.direction = 'out')"
-            " ORDER BY o.time LIMIT ?", (int(limit),))
+            " (SELECT 1 FROM requests r WHERE r.job_id = o.job_id AND r.direction = ?)"
+            " ORDER BY o.time LIMIT ?", (Direction.OUT, int(limit)))
         return [_row(ObitRow, r) for r in rows]
 
     def obit(self, job_id: str) -> Optional[ObitRow]:
@@ -1431,7 +1576,7 @@ class Journal:
         if older_than_days < 0:
             raise ValueError(f"older_than_days must be >= 0, not {older_than_days!r}")
         cutoff = _now(now) - older_than_days * 86400.0
-        finished = "('succeeded', 'failed', 'canceled')"
+        finished = _FINISHED_SQL
         out: Dict[str, int] = {}
         with self.transaction():
             self._exec("CREATE TEMP TABLE IF NOT EXISTS prune_jobs (job_id TEXT PRIMARY KEY)")
@@ -1501,6 +1646,11 @@ def write_obit(path: Union[str, os.PathLike], job_id: str, exit_status: Optional
         journal.record_obit(job_id, exit_status, at=at)
     finally:
         journal.close()
+
+
+def _or(vocabulary: Iterable[str]) -> str:
+    words = [repr(str(w)) for w in vocabulary]
+    return " or ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _check_status(status: str) -> None:
