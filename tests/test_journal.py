@@ -223,8 +223,8 @@ def test_failing_migration_rolls_back_whole(jpath, monkeypatch):
     Journal.open(jpath).close()
     bad = ("CREATE TABLE newthing (x)", "ALTER TABLE nosuchtable ADD COLUMN y")
     current = journal.SCHEMA_VERSION
-    monkeypatch.setattr(journal, "MIGRATIONS", journal.MIGRATIONS + (bad,))
-    monkeypatch.setattr(journal, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setattr(journal.schema, "MIGRATIONS", journal.MIGRATIONS + (bad,))
+    monkeypatch.setattr(journal.schema, "SCHEMA_VERSION", current + 1)
     with pytest.raises(JournalError, match="nosuchtable"):
         Journal.open(jpath)
     con = sqlite3.connect(jpath)
