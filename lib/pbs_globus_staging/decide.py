@@ -13,7 +13,7 @@ import time
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import states, units
-from .states import FINAL_REQUEST, Request
+from .states import FINAL_REQUEST, Item, Request
 
 # Request states kept in the journal (one per job and direction): the
 # vocabulary is states.Request; these names are the same objects.
@@ -315,9 +315,9 @@ def summarize(outcomes: Iterable[str]) -> Optional[bool]:
     seen = list(outcomes)
     if not seen:
         return None
-    if any(o == "failed" for o in seen):
+    if any(o == Item.FAILED for o in seen):
         return False
-    if all(o == "succeeded" for o in seen):
+    if all(o == Item.SUCCEEDED for o in seen):
         return True
     return None
 

@@ -13,6 +13,7 @@ import time
 from typing import Dict, Mapping, Optional, Tuple
 
 from . import states
+from .states import Direction, Stage
 from .errors import ConfigError, RequestError, StagingError
 
 # What a user sees when the site's hook config is missing or broken: their
@@ -122,8 +123,8 @@ def validate(value: str, *, direction: str, user: str, site: object,
 
 def _check_both(stagein: Optional[str], stageout: Optional[str], *, user: str,
                 site: object, project: Optional[str] = None) -> Optional[str]:
-    for value, direction, res in ((stagein, "in", states.RES_STAGEIN),
-                                  (stageout, "out", states.RES_STAGEOUT)):
+    for value, direction, res in ((stagein, Direction.IN, states.RES_STAGEIN),
+                                  (stageout, Direction.OUT, states.RES_STAGEOUT)):
         if value is None:
             continue
         try:
@@ -151,7 +152,7 @@ def queuejob(*, stagein: Optional[str], stageout: Optional[str], user: str,
     if stagein is None:
         return ACCEPT  # stage-out only: nothing to wait for before the run
     return Answer(add_system_hold=True,
-                  resources={states.RES_STATE: states.WAITING},
+                  resources={states.RES_STATE: Stage.WAITING.value},
                   comment="staging: waiting for the Globus stage-in to start")
 
 
@@ -181,8 +182,8 @@ def modifyjob(*, new_stagein: Optional[str], new_stageout: Optional[str],
         if str(new_stageout).strip() == "":
             return Answer(reject=f"{states.RES_STAGEOUT}: a request cannot be removed with qalter; "
                                  "qdel the job and submit it again without it")
-        if (state or "") in (states.STAGEOUT_PENDING, states.STAGING_OUT, states.STAGED_OUT,
-                             states.STAGEOUT_FAILED, states.STAGEOUT_SKIPPED) \
+        if (state or "") in (Stage.STAGEOUT_PENDING, Stage.STAGING_OUT, Stage.STAGED_OUT,
+                             Stage.STAGEOUT_FAILED, Stage.STAGEOUT_SKIPPED) \
                 or job_state in ("E", "F", "X"):
             return Answer(reject=f"{states.RES_STAGEOUT}: cannot be changed once the job has "
                                  "ended and its stage-out is under way")
@@ -191,7 +192,7 @@ def modifyjob(*, new_stagein: Optional[str], new_stageout: Optional[str],
     if problem:
         return Answer(reject=problem)
     if new_stagein is not None and not had_stagein:
-        return Answer(add_system_hold=True, resources={states.RES_STATE: states.WAITING},
+        return Answer(add_system_hold=True, resources={states.RES_STATE: Stage.WAITING.value},
                       comment="staging: waiting for the Globus stage-in to start")
     return ACCEPT
 
@@ -211,7 +212,7 @@ def runjob(*, stagein: Optional[str], state: Optional[str], tasks: Optional[str]
         return Answer(reject=f"{states.RES_STAGEIN}: stage-in not complete (state {shown}); "
                              "the job stays held until its data are in place",
                       add_system_hold=True)
-    env = {"GLOBUS_STAGEIN_STATE": states.STAGED_IN}
+    env = {"GLOBUS_STAGEIN_STATE": Stage.STAGED_IN.value}
     if tasks:
         env["GLOBUS_STAGEIN_TASKS"] = ":".join(t for t in str(tasks).split("+") if t)
     paths = _local_paths(str(stagein))
@@ -223,7 +224,7 @@ def runjob(*, stagein: Optional[str], state: Optional[str], tasks: Optional[str]
 def _local_paths(value: str) -> Tuple[str, ...]:
     try:
         from . import request
-        req = request.parse(value, direction="in")
+        req = request.parse(value, direction=Direction.IN)
     except (RequestError, ImportError):
         return ()
     seen = []

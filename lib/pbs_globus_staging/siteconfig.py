@@ -17,6 +17,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import units
+from .states import Direction
 from .errors import ConfigError
 
 __all__ = [
@@ -138,7 +139,7 @@ class PolicyRule:
     users: Tuple[str, ...] = ()
     groups: Tuple[str, ...] = ()
     projects: Tuple[str, ...] = ()
-    directions: Tuple[str, ...] = ("in", "out")
+    directions: Tuple[str, ...] = Direction.values()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -514,9 +515,9 @@ def _policy(v: _V, raw: Any, aliases: Mapping[str, str]) -> Tuple[PolicyRule, ..
                              f"collections: (known: {known})", got=entry)
             prefix = _template(v, prefix, epath, directory=True)
             allow.append(f"{coll}:{prefix}")
-        dirs = v.strings(r.get("directions", ["in", "out"]), f"{path}.directions")
+        dirs = v.strings(r.get("directions", list(Direction.values())), f"{path}.directions")
         for k, dname in enumerate(dirs):
-            if dname not in ("in", "out"):
+            if dname not in Direction.values():
                 raise v.fail(f"{path}.directions[{k}]", "must be in or out", got=dname)
         rules.append(PolicyRule(allow=tuple(allow), users=users, groups=groups,
                                 projects=projects, directions=dirs))

@@ -51,7 +51,7 @@ __all__ = [
     "GlobusStatus", "Outcome",
     "REQUEST_TRANSITIONS", "REQUEST_INITIAL", "IllegalTransition", "check_transition",
     "RUNNABLE", "EDITABLE", "FINAL_REQUEST", "LIVE_REQUEST", "LIVE_TRANSFER",
-    "FINISHED_TRANSFER", "GLOBUS_LIVE", "RES_STAGEIN", "RES_STAGEOUT", "RES_STATE",
+    "FINISHED_TRANSFER", "GLOBUS_LIVE", "TRANSFER_STATUS_OF", "RES_STAGEIN", "RES_STAGEOUT", "RES_STATE",
     "RES_TASKS",
 ]
 
@@ -171,6 +171,15 @@ LIVE_TRANSFER = (Transfer.NEW, Transfer.ACTIVE, Transfer.INACTIVE)
 FINISHED_TRANSFER = frozenset({Transfer.SUCCEEDED, Transfer.FAILED, Transfer.CANCELED})
 # The Globus statuses of a task that has not ended.
 GLOBUS_LIVE = (GlobusStatus.ACTIVE, GlobusStatus.INACTIVE)
+# The journal transfer status that records a task's classified outcome (a
+# transient trouble says nothing new: the task is still taken as running).
+TRANSFER_STATUS_OF = {
+    Outcome.DONE: Transfer.SUCCEEDED,
+    Outcome.FATAL: Transfer.FAILED,
+    Outcome.WAITING_FOR_USER: Transfer.INACTIVE,
+    Outcome.RUNNING: Transfer.ACTIVE,
+    Outcome.TRANSIENT: Transfer.ACTIVE,
+}
 
 
 # ---------------------------------------------------------------------------
