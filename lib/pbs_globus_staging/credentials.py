@@ -35,7 +35,6 @@ site setup found at start-up raises ``errors.ConfigError``.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
@@ -61,7 +60,9 @@ from globus_sdk.scopes import GCSCollectionScopes, Scope, TransferScopes
 from globus_sdk.token_storage import SQLiteTokenStorage, TokenStorage, TokenStorageData
 from globus_sdk.transport import RetryConfig
 
+from . import userfiles
 from .errors import ConfigError, RetryableError, StagingError, WaitingForUser
+from .userfiles import UserFileError, read_user_file
 
 log = logging.getLogger(__name__)
 
@@ -265,37 +266,32 @@ def read_secret_file(path: pathlib.Path) -> str:
 
     Refuses symlinks, non-regular files, files not owned by the agent's uid
     and files any group/other may read, with a message saying how to fix it.
+    The file's directory is the admin's (its symlinks are resolved, root's
+    view); the file itself is read with ``userfiles.read_user_file``.
     """
     path = pathlib.Path(path)
+    full = os.path.abspath(str(path))
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: client secret file does not exist") from None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise ConfigError(
-                f"{path}: client secret file is a symlink; point the config at the real file"
-            ) from None
-        raise ConfigError(f"{path}: cannot open client secret file ({err.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: client secret file must be a regular file")
-        if st.st_uid != os.geteuid():
-            raise ConfigError(
-                f"{path}: client secret file must be owned by uid {os.geteuid()} "
-                f"(chown root {path})"
-            )
-        if st.st_mode & 0o077:
-            raise ConfigError(
-                f"{path}: client secret file is readable by group/other "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
-            )
-        if st.st_size > MAX_SECRET_FILE_BYTES:
-            raise ConfigError(f"{path}: client secret file is too large to be a secret")
-        data = os.read(fd, MAX_SECRET_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
+        data = read_user_file(full, owner=os.geteuid(), max_bytes=MAX_SECRET_FILE_BYTES,
+                              forbid_mode=0o077, base=os.path.dirname(full))
+    except UserFileError as err:
+        problem = {
+            userfiles.MISSING: "client secret file does not exist",
+            userfiles.SYMLINK: "client secret file is a symlink; point the config at the "
+                               "real file",
+            userfiles.NOT_REGULAR: "client secret file must be a regular file",
+            userfiles.CHANGED: "client secret file must be a regular file",
+            userfiles.OWNER: f"client secret file must be owned by uid {os.geteuid()} "
+                             f"(chown root {path})",
+            userfiles.TOO_BIG: "client secret file is too large to be a secret",
+        }.get(err.reason)
+        if err.reason == userfiles.MODE:
+            assert err.st is not None
+            problem = (f"client secret file is readable by group/other "
+                       f"(mode {stat.S_IMODE(err.st.st_mode):04o}); run: chmod 600 {path}")
+        if problem is None or (err.directory and err.reason != userfiles.MISSING):
+            problem = f"cannot open client secret file ({err})"
+        raise ConfigError(f"{path}: {problem}") from None
     try:
         secret = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -668,6 +664,51 @@ def expand_token_dir(template: str, user: str, home: str) -> tuple[str, str]:
     return base, "/".join(parts)
 
 
+def _token_file_refusal(err: UserFileError, identity: str, shown: str,
+                        refuse: t.Callable[..., WaitingForUser]) -> StagingError:
+    """What ``read_user_file`` found wrong with a token file, as the user's fix."""
+    shown_dir = os.path.dirname(shown)
+    uf = userfiles
+    st = err.st
+    if err.reason == uf.MISSING:
+        return refuse(f"{shown} does not exist (never logged in?)", LOGIN_ACTION,
+                      code="NotLoggedIn")
+    if err.directory:
+        if err.reason in (uf.SYMLINK, uf.NOT_DIR):
+            return refuse(
+                f"{shown_dir} (component {err.name!r}) is a symlink or not a directory",
+                "ask the site admin" if err.trusted else f"rm {shown_dir} && {LOGIN_ACTION}",
+            )
+        if err.reason == uf.DENIED:
+            return refuse(
+                f"the staging agent (root) may not read {shown_dir} "
+                "(root-squashed home directory?)",
+                "ask the site admin to set a token_dir_template root can read",
+                code="TokenDirUnreadable",
+            )
+        if err.reason == uf.DIR_OWNER and st is not None:
+            return refuse(f"{shown_dir} is owned by uid {st.st_uid}, not by {identity}",
+                          f"rm -r {shown_dir} && {LOGIN_ACTION}")
+        if err.reason == uf.DIR_WRITABLE:
+            return refuse(f"{shown_dir} is writable by group or others",
+                          f"chmod 700 {shown_dir}")
+        return RetryableError(f"cannot open {shown_dir} for {identity}: {err.detail}")
+    if err.reason == uf.SYMLINK:
+        return refuse(f"{shown} is a symlink", f"rm {shown} && {LOGIN_ACTION}")
+    if err.reason in (uf.NOT_REGULAR, uf.CHANGED):
+        return refuse(f"{shown} is not a regular file", f"rm {shown} && {LOGIN_ACTION}")
+    if err.reason == uf.OWNER and st is not None:
+        return refuse(f"{shown} is owned by uid {st.st_uid}, not by {identity}",
+                      f"rm {shown} && {LOGIN_ACTION}")
+    if err.reason == uf.MODE and st is not None:
+        return refuse(f"{shown} may be read by group or others "
+                      f"(mode {stat.S_IMODE(st.st_mode):04o})", f"chmod 600 {shown}")
+    if err.reason == uf.TOO_BIG:
+        return refuse(f"{shown} is larger than {MAX_TOKEN_FILE_BYTES} bytes",
+                      f"rm {shown} && {LOGIN_ACTION}")
+    return refuse(f"cannot open {shown} ({err.detail or err.reason})", LOGIN_ACTION)
+
+
 class UserTokenProvider:
     """Per-user refresh tokens, read by root from each user's own directory."""
 
@@ -749,7 +790,6 @@ class UserTokenProvider:
         pw = self._passwd(identity)
         base, rest = expand_token_dir(self.token_dir_template, identity, pw.pw_dir)
         shown = self._display_path(identity)
-        shown_dir = os.path.dirname(shown)
 
         def refuse(problem: str, action: str, code: str = "TokenFileUnsafe") -> WaitingForUser:
             return WaitingForUser(
@@ -758,91 +798,15 @@ class UserTokenProvider:
                 code=code,
             )
 
-        flags_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open("/", flags_dir)
         try:
-            # Components of the trusted base: symlinks were resolved by realpath
-            # (root's view); O_NOFOLLOW still stops a swap made since.
-            base_parts = [p for p in base.split("/") if p]
-            rest_parts = [p for p in rest.split("/") if p]
-            for index, name in enumerate(base_parts + rest_parts):
-                user_part = index >= len(base_parts)
-                try:
-                    nfd = os.open(name, flags_dir, dir_fd=fd)
-                except OSError as err:
-                    if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise refuse(
-                            f"{shown_dir} (component {name!r}) is a symlink or not a directory",
-                            f"rm {shown_dir} && {LOGIN_ACTION}" if user_part else "ask the site admin",
-                        ) from None
-                    if err.errno == errno.ENOENT:
-                        raise refuse(
-                            f"{shown} does not exist (never logged in?)",
-                            LOGIN_ACTION, code="NotLoggedIn",
-                        ) from None
-                    if err.errno == errno.EACCES:
-                        raise refuse(
-                            f"the staging agent (root) may not read {shown_dir} "
-                            "(root-squashed home directory?)",
-                            "ask the site admin to set a token_dir_template root can read",
-                            code="TokenDirUnreadable",
-                        ) from None
-                    raise RetryableError(
-                        f"cannot open {shown_dir} for {identity}: {err.strerror}"
-                    ) from None
-                os.close(fd)
-                fd = nfd
-                if user_part:
-                    st = os.fstat(fd)
-                    last = index == len(base_parts) + len(rest_parts) - 1
-                    allowed_owners = (pw.pw_uid,) if last else (pw.pw_uid, 0)
-                    if st.st_uid not in allowed_owners:
-                        raise refuse(
-                            f"{shown_dir} is owned by uid {st.st_uid}, not by {identity}",
-                            f"rm -r {shown_dir} && {LOGIN_ACTION}",
-                        )
-                    if st.st_mode & 0o022 and not (st.st_uid == 0 and st.st_mode & stat.S_ISVTX):
-                        raise refuse(
-                            f"{shown_dir} is writable by group or others",
-                            f"chmod 700 {shown_dir}",
-                        )
-            try:
-                ffd = os.open(
-                    TOKEN_FILE_NAME,
-                    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                    dir_fd=fd,
-                )
-            except OSError as err:
-                if err.errno == errno.ELOOP:
-                    raise refuse(f"{shown} is a symlink",
-                                 f"rm {shown} && {LOGIN_ACTION}") from None
-                if err.errno == errno.ENOENT:
-                    raise refuse(f"{shown} does not exist (never logged in?)",
-                                 LOGIN_ACTION, code="NotLoggedIn") from None
-                raise refuse(f"cannot open {shown} ({err.strerror})", LOGIN_ACTION) from None
-        finally:
-            os.close(fd)
-        try:
-            st = os.fstat(ffd)
-            if not stat.S_ISREG(st.st_mode):
-                raise refuse(f"{shown} is not a regular file", f"rm {shown} && {LOGIN_ACTION}")
-            if st.st_uid != pw.pw_uid:
-                raise refuse(
-                    f"{shown} is owned by uid {st.st_uid}, not by {identity}",
-                    f"rm {shown} && {LOGIN_ACTION}",
-                )
-            if st.st_mode & 0o077:
-                raise refuse(
-                    f"{shown} may be read by group or others "
-                    f"(mode {stat.S_IMODE(st.st_mode):04o})",
-                    f"chmod 600 {shown}",
-                )
-            if st.st_size > MAX_TOKEN_FILE_BYTES:
-                raise refuse(f"{shown} is larger than {MAX_TOKEN_FILE_BYTES} bytes",
-                             f"rm {shown} && {LOGIN_ACTION}")
-            data = os.read(ffd, MAX_TOKEN_FILE_BYTES + 1)
-        finally:
-            os.close(ffd)
+            data = read_user_file(
+                os.path.join(base, rest, TOKEN_FILE_NAME), owner=pw.pw_uid,
+                max_bytes=MAX_TOKEN_FILE_BYTES, forbid_mode=0o077, base=base,
+                # the user's directories: theirs or root's, the token dir theirs
+                dir_owners=(pw.pw_uid, 0), parent_owners=(pw.pw_uid,), private_dirs=True,
+            )
+        except UserFileError as err:
+            raise _token_file_refusal(err, identity, shown, refuse) from None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
