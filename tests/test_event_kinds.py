@@ -19,10 +19,27 @@ AGENT = REPO / "lib" / "pbs_globus_staging" / "agent.py"
 DIRECTIONS = ("in", "out")
 
 
+_DIRECTION_TABLES = ("REQUESTED", "SUBMITTED", "SUCCEEDED", "FAILED", "DEFERRED", "GRAFTED",
+                     "ADOPTED", "RESUMED", "ACTIVE")
+
+
 def _values(node, assigns):
     """The strings an expression of the agent can be (over-approximated)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {node.value}
+    # The vocabulary's own spellings: Kind.X / events.Kind.X, and the
+    # per-direction tables events.SUBMITTED[direction] (or SUBMITTED[...]).
+    if isinstance(node, ast.Attribute) and (
+            isinstance(node.value, ast.Name) and node.value.id in ("Kind", "History")
+            or isinstance(node.value, ast.Attribute) and node.value.attr in ("Kind", "History")):
+        enum_cls = events.Kind if "Kind" in (getattr(node.value, "id", None),
+                                             getattr(node.value, "attr", None)) else events.History
+        return {enum_cls[node.attr].value}
+    if isinstance(node, ast.Subscript):
+        table = node.value.attr if isinstance(node.value, ast.Attribute) else \
+            getattr(node.value, "id", None)
+        if table in _DIRECTION_TABLES:
+            return {k.value for k in getattr(events, table).values()}
     if isinstance(node, ast.IfExp):
         return _values(node.body, assigns) | _values(node.orelse, assigns)
     if isinstance(node, ast.Dict):

@@ -169,14 +169,14 @@ def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
     if job.started or job.finished:
         return acts
     if req.state == SUCCEEDED:
-        want_state(states.STAGED_IN)
+        want_state(states.Stage.STAGED_IN)
         # Substate 22: PBS itself holds the job ('s') for an unmet dependency
         # and lifts that hold when the dependency is met -- not ours to release.
         if "s" in job.holds and job.substate != SUBSTATE_DEPNHOLD:
             acts.append(Action("release", jid, "s"))
         want_comment("staging: stage-in done" + (f" (task {short(req.tasks[-1])})" if req.tasks else ""))
     elif req.state == FAILED:
-        want_state(states.STAGEIN_FAILED)
+        want_state(states.Stage.STAGEIN_FAILED)
         text = "staging: stage-in FAILED: " + (req.message or "see globus-staging show " + jid)
         if cleanup and not cleanup_done:
             acts.append(Action("submit_cleanup", jid, cleanup, req.message))
@@ -192,13 +192,13 @@ def stagein_actions(job: JobView, req: RequestStatus, *, failure_policy: str,
                 acts.append(Action("hold", jid, "s"))
             want_comment(text)
     elif req.state == USER_ACTION:
-        want_state(states.USER_ACTION)
+        want_state(states.Stage.USER_ACTION)
         # The command first: PBS comments are cut at 200 characters.
         what = req.message.split(";")[0] if req.message else "Globus needs you"
         todo = f"run {req.action}: " if req.action else ""
         want_comment(f"staging: waiting for you: {todo}{what}")
     elif req.state == ACTIVE:
-        want_state(states.STAGING_IN)
+        want_state(states.Stage.STAGING_IN)
         text = "staging: in " + (req.progress or "started")
         if job.comment != text:
             # Progress is the one comment that changes every poll: the agent

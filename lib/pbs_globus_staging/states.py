@@ -263,8 +263,9 @@ RES_STAGEOUT = "stageout_globus"
 RES_STATE = "globus_stage_state"
 RES_TASKS = "globus_stage_tasks"
 
-# Module-level names of the stage words, for modules not yet moved to
-# ``Stage.X``: the very same objects.  Remove once nothing uses them.
+# Module-level names of the stage words, the very same objects as ``Stage.X``.
+# TEMPORARY: only agent.py still uses them (STAGING_IN); remove them when it
+# moves to ``Stage.X``.  The hooks do not need them.
 WAITING = Stage.WAITING
 STAGING_IN = Stage.STAGING_IN
 USER_ACTION = Stage.USER_ACTION

@@ -62,7 +62,6 @@ def test_old_pythons_format_the_same():
 
 def test_aliases_are_the_same_objects():
     assert states.WAITING is Stage.WAITING and states.USER_ACTION is Stage.USER_ACTION
-    assert events.USER_ACTION is events.Kind.USER_ACTION
     assert states.ALL == tuple(Stage)
 
 
