@@ -22,7 +22,7 @@ import re
 import unicodedata
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import userfiles
+from . import units, userfiles
 from .errors import RequestError
 
 __all__ = [
@@ -325,7 +325,7 @@ def _parse_deadline(value: str) -> Deadline:
     m = re.match(r"([0-9]{1,6})([mhd])\Z", value)
     if m:
         n = int(m.group(1))
-        secs = n * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        secs = n * int(dict(units.DURATION_UNITS)[m.group(2)])   # the one unit table
         if n == 0 or secs > MAX_DEADLINE_SECONDS:
             raise _Fail("must be between 1m and 400d")
         return Deadline(seconds=secs, form=f"{n}{m.group(2)}")
