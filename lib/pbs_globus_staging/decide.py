@@ -13,18 +13,20 @@ import time
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import states, units
+from .states import FINAL_REQUEST, Request
 
-# Request states kept in the journal (one per job and direction).
-WAITING_EXIT = "waiting-exit"  # a stage-out whose job has not ended yet
-PENDING = "pending"          # ready, no transfer linked yet
-QUEUED = "queued"            # linked to a transfer not yet submitted (limits, batching)
-ACTIVE = "active"            # its transfer(s) are at Globus
-USER_ACTION = "user-action"  # Globus needs the user (login, consent)
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-SKIPPED = "skipped"          # stage-out not wanted for this exit status / job never ran
-CANCELED = "canceled"        # the job vanished and the grace period ran out
-FINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELED})
+# Request states kept in the journal (one per job and direction): the
+# vocabulary is states.Request; these names are the same objects.
+WAITING_EXIT = Request.WAITING_EXIT
+PENDING = Request.PENDING
+QUEUED = Request.QUEUED
+ACTIVE = Request.ACTIVE
+USER_ACTION = Request.USER_ACTION
+SUCCEEDED = Request.SUCCEEDED
+FAILED = Request.FAILED
+SKIPPED = Request.SKIPPED
+CANCELED = Request.CANCELED
+FINAL = FINAL_REQUEST
 
 SUBSTATE_DEPNHOLD = 22   # pbs.JOB_SUBSTATE_DEPNHOLD
 
