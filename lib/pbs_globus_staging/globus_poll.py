@@ -9,9 +9,10 @@ import typing as t
 import globus_sdk
 from globus_sdk import TransferClient
 
-from .backend import Outcome, SkippedError, TaskReport
+from .backend import SkippedError, TaskReport
 from .credentials import CredentialProvider
 from .globus_errors import _one_line, todo
+from .states import GlobusStatus, Outcome
 
 # Event codes as Globus names them (docs.globus.org/api/transfer/task_events,
 # and Globus's list of event codes: INVALID_PATH_NAME, not INVALID_PATH).
@@ -110,11 +111,11 @@ class TaskReader:
             skipped_errors=None if doc.get("subtasks_skipped_errors") is None
             else _int(doc.get("subtasks_skipped_errors")),
         )
-        if status == "SUCCEEDED":
+        if status == GlobusStatus.SUCCEEDED:
             return TaskReport(outcome=Outcome.DONE, **common)
-        if status == "FAILED":
+        if status == GlobusStatus.FAILED:
             fatal = doc.get("fatal_error") if isinstance(doc.get("fatal_error"), dict) else {}
-            code = str(fatal.get("code") or "FAILED")
+            code = str(fatal.get("code") or GlobusStatus.FAILED)
             if doc.get("canceled_by_admin"):
                 # An activity manager of a collection canceled it (task document
                 # fields canceled_by_admin / canceled_by_admin_message).
@@ -130,7 +131,7 @@ class TaskReader:
                 message=_one_line(fatal.get("description") or f"task {code.lower()}"),
                 **common,
             )
-        if status == "INACTIVE":
+        if status == GlobusStatus.INACTIVE:
             action = self.credentials.login_action(identity)
             return TaskReport(
                 outcome=Outcome.WAITING_FOR_USER, action=action,
@@ -151,7 +152,7 @@ class TaskReader:
             common["nice_status"] = "PAUSED"
             fatal_code = None
             message = message or "paused by an activity manager of one of the collections"
-        if status != "ACTIVE" and not nice:
+        if status != GlobusStatus.ACTIVE and not nice:
             common["nice_status"] = status or None
         return TaskReport(outcome=Outcome.RUNNING, fatal_code=fatal_code, message=message,
                           **common)

@@ -15,6 +15,7 @@ from .backend import SubmitConflict, SubmitResult, TransferSpec
 from .errors import FatalError, RetryableError
 from .globus_errors import TransferErrors
 from .globus_poll import Call
+from .states import GLOBUS_LIVE
 
 _CONTENT_TAG = re.compile(r"\[c:[0-9a-f]{12}\]")
 MAX_LABEL = 128
@@ -128,7 +129,7 @@ class Submitter:
     def active_between(self, identity: str, spec: TransferSpec) -> list[str]:
         src, dst = spec.source_collection.lower(), spec.destination_collection.lower()
         return [str(doc.get("task_id")) for doc in self.task_list(
-            identity, {"type": ["TRANSFER"], "status": ["ACTIVE", "INACTIVE"]})
+            identity, {"type": ["TRANSFER"], "status": list(GLOBUS_LIVE)})
             if str(doc.get("source_endpoint_id") or "").lower() == src
             and str(doc.get("destination_endpoint_id") or "").lower() == dst]
 
@@ -156,14 +157,14 @@ class Submitter:
         src, dst = spec.source_collection.lower(), spec.destination_collection.lower()
         best: tuple[str, str] | None = None
         for doc in self.task_list(
-            identity, {"type": ["TRANSFER"], "status": ["ACTIVE", "INACTIVE"]}
+            identity, {"type": ["TRANSFER"], "status": list(GLOBUS_LIVE)}
         ):
             if (
                 str(doc.get("source_endpoint_id") or "").lower() == src
                 and str(doc.get("destination_endpoint_id") or "").lower() == dst
                 and (tag.group(0) in str(doc.get("label") or "") if tag
                      else str(doc.get("label") or "") == label)
-                and doc.get("status") in ("ACTIVE", "INACTIVE")
+                and doc.get("status") in GLOBUS_LIVE
             ):
                 key = (str(doc.get("request_time") or ""), str(doc.get("task_id")))
                 if best is None or key > best:

@@ -15,7 +15,6 @@ docs/grammar.md) needs neither commas nor spaces, so a value works unquoted in
 
 from ._py36 import dataclasses
 import datetime as _dt
-import enum
 import hashlib
 import json
 import re
@@ -24,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import units, userfiles
 from .errors import RequestError
+from .states import RES_STAGEIN, RES_STAGEOUT, Direction
 
 __all__ = [
     "Direction", "Deadline", "Item", "Options", "StagingRequest",
@@ -41,12 +41,7 @@ _QUOTE_MAX = 60                 # characters of user input quoted in a message
 _PATH_QUOTE_MAX = 120           # ... when it is a whole path the user must recognise
 
 
-class Direction(str, enum.Enum):
-    IN = "in"
-    OUT = "out"
-
-
-_RESOURCE = {Direction.IN: "stagein_globus", Direction.OUT: "stageout_globus"}
+_RESOURCE = {Direction.IN: RES_STAGEIN, Direction.OUT: RES_STAGEOUT}
 
 
 def resource_name(direction: Union[str, Direction]) -> str:
