@@ -123,7 +123,7 @@ class JournalSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """The request grammar's limits; the defaults are the grammar's own (request.py)."""
+    """The request grammar's limits; the defaults are the grammar's own (``request``)."""
     max_value_length: int = request.MAX_VALUE_LENGTH
     max_items: int = request.MAX_ITEMS
     manifest_max_bytes: int = request.MANIFEST_MAX_BYTES
