@@ -102,8 +102,8 @@ def validate(value: str, *, direction: str, user: str, site: object,
     from . import policy, request
     limits = getattr(site, "limits", None)
     req = request.parse(value, direction=direction, resource=resource,
-                        max_length=getattr(limits, "max_value_length", 4096),
-                        max_items=getattr(limits, "max_items", 1000))
+                        max_length=getattr(limits, "max_value_length", request.MAX_VALUE_LENGTH),
+                        max_items=getattr(limits, "max_items", request.MAX_ITEMS))
     if req.manifests:
         uid = _owner_uid(user)
         if uid is None:
@@ -111,8 +111,10 @@ def validate(value: str, *, direction: str, user: str, site: object,
                                resource=resource)
         req = request.expand_manifests(
             req, owner_uid=uid, resource=resource,
-            max_bytes=getattr(limits, "manifest_max_bytes", 1 << 20),
-            max_items=getattr(limits, "manifest_max_items", 10000))
+            max_bytes=getattr(limits, "manifest_max_bytes",
+                              request.MANIFEST_MAX_BYTES),
+            max_items=getattr(limits, "manifest_max_items",
+                              request.MANIFEST_MAX_ITEMS))
     try:
         return policy.check(req, user=user, cfg=site, project=project)
     except RequestError as exc:

@@ -1,6 +1,6 @@
 """Delivering alerts: mail (local sendmail or SMTP) and site commands.
 
-Stdlib only.  ``alerts.py`` decides *what* to send; this module does the I/O.
+Stdlib only.  ``alerts`` decides *what* to send; this module does the I/O.
 The agent wires them together::
 
     cfg = alerts.parse_rules(site_config.get("alerts"), source=path)

@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import units
+from . import request, units
 from .states import Direction
 from .errors import ConfigError
 
@@ -124,10 +124,11 @@ class JournalSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    max_value_length: int = 4096
-    max_items: int = 1000
-    manifest_max_bytes: int = 1 << 20
-    manifest_max_items: int = 10000
+    """The request grammar's limits; the defaults are the grammar's own (``request``)."""
+    max_value_length: int = request.MAX_VALUE_LENGTH
+    max_items: int = request.MAX_ITEMS
+    manifest_max_bytes: int = request.MANIFEST_MAX_BYTES
+    manifest_max_items: int = request.MANIFEST_MAX_ITEMS
 
 
 @dataclasses.dataclass(frozen=True)

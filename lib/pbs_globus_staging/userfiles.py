@@ -27,7 +27,7 @@ Every refusal is one :class:`UserFileError`: ``reason`` says what is wrong
 one line naming the problem and the expected form.  It never holds anything
 read from the file: that may be a secret.
 
-Standard library only, Python 3.6+: the queuejob hook imports it via request.py.
+Standard library only, Python 3.6+: the queuejob hook imports it via ``request``.
 """
 
 import errno

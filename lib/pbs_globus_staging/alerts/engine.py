@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Callable, Iterable, Sequence
 
 from .. import units
+from ..events import Kind
 from ..mail import Delivery, redact, valid_address
 from .event import _KIND_TEXT, GLOBUS_ACTIVITY_URL, StagingEvent
 from .ledger import (ABANDONED, DEFERRED, FAILED, SENT, SUPPRESSED, Ledger, _epoch,
@@ -277,8 +278,8 @@ class AlertEngine:
 
     def _log_event(self, ev: StagingEvent, rule: Rule) -> None:
         level = logging.WARNING if ev.kind in (
-            "stagein_failed", "stageout_failed", "user_action", "slow", "agent_unhealthy",
-            "globus_unreachable") else logging.INFO
+            Kind.STAGEIN_FAILED, Kind.STAGEOUT_FAILED, Kind.USER_ACTION, Kind.SLOW,
+            Kind.AGENT_UNHEALTHY, Kind.GLOBUS_UNREACHABLE) else logging.INFO
         log.log(level, "alert %s: %s%s%s%s", rule.name, ev.kind,
                 f" job={ev.job_id}" if ev.job_id else "",
                 f" task={ev.task_id}" if ev.task_id else "",

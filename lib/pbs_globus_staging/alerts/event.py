@@ -5,6 +5,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from .. import events
+from ..events import Kind
 
 # --------------------------------------------------------------------------- events
 
@@ -14,36 +15,36 @@ SITE_KINDS = events.SITE_KINDS
 
 # kind -> (what happened, in a subject line; what to do when the event has no action)
 _KIND_TEXT = {
-    "stagein_submitted": ("stage-in submitted",
-                          "Nothing. The job stays held until its input data has arrived."),
-    "stagein_succeeded": ("stage-in done",
-                          "Nothing. The job has been released to the scheduler."),
-    "stagein_failed": ("stage-in failed",
-                       "Read Globus's message above and the job comment (qstat -f JOB). "
-                       "Fix the cause (path, permissions, collection), then submit the job "
-                       "again; delete the held job with qdel if it is still queued."),
-    "user_action": ("stage-in waiting for you",
-                    "Globus needs you to log in again or to give consent. Run the command "
-                    "shown in the job comment (qstat -f JOB); staging resumes by itself "
-                    "afterwards."),
-    "slow": ("staging is not progressing",
-             "Check the transfer on the Globus web page below. Nothing to do if the other "
-             "side is just slow; qdel the job to give up."),
-    "stageout_submitted": ("stage-out submitted", "Nothing."),
-    "stageout_succeeded": ("stage-out done", "Nothing. Your results are at their destination."),
-    "stageout_failed": ("stage-out failed",
-                        "Your results are still on the site's file system. Read Globus's "
-                        "message above, then copy them yourself (globus transfer) before the "
-                        "site's purge policy removes them."),
-    "job_deleted": ("job deleted during staging",
-                    "Nothing, if you deleted it on purpose. Its transfer is no longer needed."),
-    "agent_unhealthy": ("staging agent unhealthy",
-                        "Check the agent's log on the PBS server host and run "
-                        "`globus-staging agent --once` there to see the error."),
-    "globus_unreachable": ("Globus unreachable",
-                           "Staging is paused and resumes by itself when Globus answers. "
-                           "Check the network from the PBS server host and "
-                           "https://status.globus.org."),
+    Kind.STAGEIN_SUBMITTED: ("stage-in submitted",
+                             "Nothing. The job stays held until its input data has arrived."),
+    Kind.STAGEIN_SUCCEEDED: ("stage-in done",
+                             "Nothing. The job has been released to the scheduler."),
+    Kind.STAGEIN_FAILED: ("stage-in failed",
+                          "Read Globus's message above and the job comment (qstat -f JOB). "
+                          "Fix the cause (path, permissions, collection), then submit the job "
+                          "again; delete the held job with qdel if it is still queued."),
+    Kind.USER_ACTION: ("stage-in waiting for you",
+                       "Globus needs you to log in again or to give consent. Run the command "
+                       "shown in the job comment (qstat -f JOB); staging resumes by itself "
+                       "afterwards."),
+    Kind.SLOW: ("staging is not progressing",
+                "Check the transfer on the Globus web page below. Nothing to do if the other "
+                "side is just slow; qdel the job to give up."),
+    Kind.STAGEOUT_SUBMITTED: ("stage-out submitted", "Nothing."),
+    Kind.STAGEOUT_SUCCEEDED: ("stage-out done", "Nothing. Your results are at their destination."),
+    Kind.STAGEOUT_FAILED: ("stage-out failed",
+                           "Your results are still on the site's file system. Read Globus's "
+                           "message above, then copy them yourself (globus transfer) before the "
+                           "site's purge policy removes them."),
+    Kind.JOB_DELETED: ("job deleted during staging",
+                       "Nothing, if you deleted it on purpose. Its transfer is no longer needed."),
+    Kind.AGENT_UNHEALTHY: ("staging agent unhealthy",
+                           "Check the agent's log on the PBS server host and run "
+                           "`globus-staging agent --once` there to see the error."),
+    Kind.GLOBUS_UNREACHABLE: ("Globus unreachable",
+                              "Staging is paused and resumes by itself when Globus answers. "
+                              "Check the network from the PBS server host and "
+                              "https://status.globus.org."),
 }
 
 GLOBUS_ACTIVITY_URL = "https://app.globus.org/activity/"

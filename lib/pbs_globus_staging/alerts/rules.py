@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .. import units
 from ..errors import ConfigError
+from ..events import Kind
 from ..mail import MailSettings, parse_mail_settings, valid_address
 from .event import EVENT_KINDS, StagingEvent
 
@@ -102,13 +103,13 @@ _RULE_KEYS = ("name", "on", "when", "do", "mail_point", "repeat")
 _WHEN_KEYS = ("users", "queues", "projects", "min_bytes")
 
 DEFAULT_RULES: tuple[Mapping[str, Any], ...] = (
-    {"name": "owner-failed", "on": ["stagein_failed", "stageout_failed"],
+    {"name": "owner-failed", "on": [Kind.STAGEIN_FAILED, Kind.STAGEOUT_FAILED],
      "do": ["mail_owner", "log"]},
-    {"name": "owner-user-action", "on": ["user_action"],
+    {"name": "owner-user-action", "on": [Kind.USER_ACTION],
      "do": ["mail_owner", "log"], "repeat": "6h"},
-    {"name": "admins-site", "on": ["agent_unhealthy", "globus_unreachable"],
+    {"name": "admins-site", "on": [Kind.AGENT_UNHEALTHY, Kind.GLOBUS_UNREACHABLE],
      "do": ["mail_admins", "log"], "repeat": "6h"},
-    {"name": "log-trouble", "on": ["slow", "job_deleted"], "do": ["log"]},
+    {"name": "log-trouble", "on": [Kind.SLOW, Kind.JOB_DELETED], "do": ["log"]},
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
+from ..events import Kind
 from ..mail import Deliverer
 from .engine import AlertEngine
 from .event import StagingEvent
@@ -15,7 +16,8 @@ log = logging.getLogger("pbs_globus_staging.alerts")
 # --------------------------------------------------------------------------- agent wiring
 
 # Conditions rather than moments: repeat rules apply when the agent reports them again.
-PERSISTENT_KINDS = frozenset({"user_action", "slow", "agent_unhealthy", "globus_unreachable"})
+PERSISTENT_KINDS = frozenset({Kind.USER_ACTION, Kind.SLOW, Kind.AGENT_UNHEALTHY,
+                              Kind.GLOBUS_UNREACHABLE})
 
 
 def sink_for_agent(site_config: Any, *, journal: Ledger,
