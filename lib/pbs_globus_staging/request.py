@@ -18,12 +18,11 @@ import datetime as _dt
 import enum
 import hashlib
 import json
-import os
 import re
-import stat
 import unicodedata
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import userfiles
 from .errors import RequestError
 
 __all__ = [
@@ -539,123 +538,54 @@ def read_manifest(path: str, *, owner_uid: int, max_bytes: int = MANIFEST_MAX_BY
                   owner_gids: Optional[Sequence[int]] = None) -> bytes:
     """Read a user's manifest as root, but only as far as the job owner could.
 
-    Every directory on the way is opened relative to its parent with
-    O_NOFOLLOW, so no symlink anywhere in the path is followed and nothing can
-    be swapped in between the checks and the read.  Before anything is looked
-    up in a directory, the open directory's permission bits must let the owner
-    (``owner_uid``, in ``owner_gids`` -- by default their groups from the
-    password and group databases) search it; the file must be readable by them
-    too.  So a file in a directory the owner cannot search is refused with the
-    same words whether it exists or not: the hook, running as root, is no
-    oracle into other users' private directories.  The file must be a regular
-    file owned by ``owner_uid`` and writable only by its owner.  Raises
+    ``userfiles.read_user_file`` walks the path with O_NOFOLLOW from ``/``
+    (no symlink anywhere), repeating the kernel's permission check for the
+    owner (``owner_uid``, in ``owner_gids`` -- by default their groups from
+    the password and group databases) before each lookup, so a file in a
+    directory the owner cannot search is refused with the same words whether
+    it exists or not: the hook, running as root, is no oracle into other
+    users' private directories.  The file must be a regular file owned by
+    ``owner_uid``, readable by them and writable only by them.  Raises
     ``_Fail`` with a message for the user.
     """
     comps = [c for c in path.split("/") if c]
     if not path.startswith("/") or not comps or ".." in comps:
         raise _Fail("is not an absolute path to a file")
-    base = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-    dflags = base | os.O_DIRECTORY | os.O_NOFOLLOW
     try:
-        dirfd = os.open("/", base | os.O_DIRECTORY)
-    except OSError as e:
-        raise _Fail(f"cannot be read ({e.strerror})") from None
-    fd = -1
-    gids = _owner_gids(owner_uid) if owner_gids is None else frozenset(owner_gids)
-    try:
-        walked = ""
-        for comp in comps[:-1]:
-            _owner_may(os.fstat(dirfd), owner_uid, gids, _SEARCH, walked or "/")
-            walked += "/" + comp
-            try:
-                nfd = os.open(comp, dflags, dir_fd=dirfd)
-            except OSError as e:
-                raise _Fail(_why(comp, dirfd, walked, e, directory=True)) from None
-            os.close(dirfd)
-            dirfd = nfd
-        _owner_may(os.fstat(dirfd), owner_uid, gids, _SEARCH, walked or "/")
-        name = comps[-1]
-        try:
-            st0 = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-        except OSError as e:
-            raise _Fail(_why(name, dirfd, path, e, directory=False)) from None
-        if stat.S_ISLNK(st0.st_mode):
-            raise _Fail("is a symbolic link; name the file itself")
-        if not stat.S_ISREG(st0.st_mode):
-            raise _Fail("is not a regular file")
-        try:
-            fd = os.open(name, base | os.O_NOFOLLOW | os.O_NONBLOCK |
-                         getattr(os, "O_NOCTTY", 0), dir_fd=dirfd)
-        except OSError as e:
-            raise _Fail(_why(name, dirfd, path, e, directory=False)) from None
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (st0.st_dev, st0.st_ino) or not stat.S_ISREG(st.st_mode):
-            raise _Fail("changed while it was being read; try again")
-        if st.st_uid != owner_uid:
-            raise _Fail("is not owned by the job owner; a manifest must be your own file")
-        _owner_may(st, owner_uid, gids, _READ, path)
-        if st.st_mode & 0o022:
-            raise _Fail(f"is writable by others; run: chmod go-w {path}")
-        if st.st_size > max_bytes:
-            raise _Fail(f"is {st.st_size} bytes; a manifest may be at most {max_bytes} bytes")
-        chunks: List[bytes] = []
-        total = 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(1 << 16, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > max_bytes:
-            raise _Fail(f"is more than {max_bytes} bytes; a manifest may be at most "
-                        f"{max_bytes} bytes")
-        return b"".join(chunks)
-    except OSError as e:
-        raise _Fail(f"cannot be read ({e.strerror})") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        os.close(dirfd)
+        return userfiles.read_user_file(path, owner=owner_uid, max_bytes=max_bytes,
+                                        forbid_mode=0o022, access_uid=owner_uid,
+                                        access_gids=owner_gids)
+    except userfiles.UserFileError as e:
+        raise _Fail(_manifest_problem(e, path, max_bytes)) from None
 
 
-_SEARCH, _READ = 1, 4
-
-
-def _owner_gids(uid: int) -> frozenset:
-    try:
-        import pwd
-        pw = pwd.getpwuid(uid)
-        return frozenset(os.getgrouplist(pw.pw_name, pw.pw_gid))
-    except (KeyError, ImportError, OSError):
-        return frozenset()
-
-
-def _owner_may(st: os.stat_result, uid: int, gids: frozenset, want: int, shown: str) -> None:
-    """The kernel's permission-bit check (without ACLs) for the owner, on an
-    open file's stat: owner bits, else group bits, else other bits."""
-    if uid == 0:
-        return
-    if st.st_uid == uid:
-        bits = st.st_mode >> 6
-    elif st.st_gid in gids:
-        bits = st.st_mode >> 3
-    else:
-        bits = st.st_mode
-    if bits & want != want:
-        raise _Fail(f"cannot be read: {_q(shown, _PATH_QUOTE_MAX)}: Permission denied")
-
-
-def _why(name: str, dirfd: int, shown: str, err: OSError, *, directory: bool) -> str:
-    try:
-        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    except OSError:
-        st = None
-    if st is not None and stat.S_ISLNK(st.st_mode):
-        return (f"cannot be read: {_q(shown, _PATH_QUOTE_MAX)} is a symbolic link; "
-                "name the real path")
-    if st is not None and directory and not stat.S_ISDIR(st.st_mode):
-        return f"cannot be read: {_q(shown, _PATH_QUOTE_MAX)} is not a directory"
-    return f"cannot be read: {_q(shown, _PATH_QUOTE_MAX)}: {err.strerror}"
+def _manifest_problem(e: "userfiles.UserFileError", path: str, max_bytes: int) -> str:
+    """What read_user_file refused, in the words qsub prints after the manifest's name."""
+    uf = userfiles
+    where = _q(e.where, _PATH_QUOTE_MAX)
+    if e.reason == uf.SYMLINK:
+        if e.directory:
+            return f"cannot be read: {where} is a symbolic link; name the real path"
+        return "is a symbolic link; name the file itself"
+    if e.reason == uf.NOT_DIR:
+        return f"cannot be read: {where} is not a directory"
+    if e.reason == uf.DENIED:
+        return f"cannot be read: {where}: Permission denied"
+    if e.reason in (uf.NOT_REGULAR, uf.CHANGED):
+        return ("is not a regular file" if e.reason == uf.NOT_REGULAR
+                else "changed while it was being read; try again")
+    if e.reason == uf.OWNER:
+        return "is not owned by the job owner; a manifest must be your own file"
+    if e.reason == uf.MODE:
+        return f"is writable by others; run: chmod go-w {path}"
+    if e.reason == uf.TOO_BIG:
+        size = f"{e.st.st_size} bytes" if e.st is not None else f"more than {max_bytes} bytes"
+        return f"is {size}; a manifest may be at most {max_bytes} bytes"
+    if e.reason == uf.BAD_PATH:
+        return "is not an absolute path to a file"
+    if e.reason == uf.MISSING:
+        return f"cannot be read: {where}: {e.detail}"
+    return f"cannot be read ({e.detail})"
 
 
 def expand_manifests(req: StagingRequest, *, owner_uid: int,

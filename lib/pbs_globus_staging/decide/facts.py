@@ -10,26 +10,29 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .. import states, units
 from .._py36 import dataclasses
+from ..states import Outcome, Request, Transfer
 
+# The words are the vocabulary's (states.py); these names are the same objects.
 # Request states kept in the journal (one per job and direction).
-WAITING_EXIT = "waiting-exit"  # a stage-out whose job has not ended yet
-PENDING = "pending"          # ready, no transfer linked yet
-QUEUED = "queued"            # linked to a transfer not yet submitted (limits, batching)
-ACTIVE = "active"            # its transfer(s) are at Globus
-USER_ACTION = "user-action"  # Globus needs the user (login, consent)
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-SKIPPED = "skipped"          # stage-out not wanted for this exit status / job never ran
-CANCELED = "canceled"        # the job vanished and the grace period ran out
-FINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELED})
+WAITING_EXIT = Request.WAITING_EXIT
+PENDING = Request.PENDING
+QUEUED = Request.QUEUED
+ACTIVE = Request.ACTIVE
+USER_ACTION = Request.USER_ACTION
+SUCCEEDED = Request.SUCCEEDED
+FAILED = Request.FAILED
+SKIPPED = Request.SKIPPED
+CANCELED = Request.CANCELED
+FINAL = states.FINAL_REQUEST
 
 # Transfer rows (journal) by Globus status.
-T_NEW, T_ACTIVE, T_INACTIVE = "new", "active", "inactive"
-T_SUCCEEDED, T_FAILED, T_CANCELED = "succeeded", "failed", "canceled"
-LIVE_TRANSFER = (T_NEW, T_ACTIVE, T_INACTIVE)
+T_NEW, T_ACTIVE, T_INACTIVE = Transfer.NEW, Transfer.ACTIVE, Transfer.INACTIVE
+T_SUCCEEDED, T_FAILED, T_CANCELED = Transfer.SUCCEEDED, Transfer.FAILED, Transfer.CANCELED
+LIVE_TRANSFER = states.LIVE_TRANSFER
 
-# backend.Outcome values (a str enum: equal to these words).
-O_DONE, O_RUNNING, O_WAITING, O_FATAL = "done", "running", "waiting_for_user", "fatal"
+# What a backend report means (states.Outcome).
+O_DONE, O_RUNNING, O_WAITING, O_FATAL = (Outcome.DONE, Outcome.RUNNING,
+                                         Outcome.WAITING_FOR_USER, Outcome.FATAL)
 _OUTCOME_STATUS = {O_DONE: T_SUCCEEDED, O_FATAL: T_FAILED, O_WAITING: T_INACTIVE,
                    O_RUNNING: T_ACTIVE}
 

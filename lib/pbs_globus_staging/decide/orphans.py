@@ -5,12 +5,13 @@ Stdlib only, Python 3.6+, free of I/O.
 """
 from typing import Optional, Sequence, Tuple
 
+from .. import states
 from .._py36 import dataclasses
 from .facts import FINAL, PENDING, QUEUED
 from .facts import LIVE_TRANSFER
 
 # Stage-ins whose job may have left PBS (requests_of_unseen_jobs).
-UNFINISHED = ("pending", "queued", "active", "user-action")
+UNFINISHED = states.LIVE_REQUEST
 
 KEEP, RELEASE, CANCEL = "keep", "release", "cancel"
 

@@ -14,6 +14,7 @@ Stdlib only, Python 3.6+, free of I/O.  ``t`` is a journal transfer row,
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .. import states
+from ..states import Item
 from .._py36 import dataclasses
 from .facts import (ACTIVE, FAILED, FINAL, O_DONE, O_FATAL, O_RUNNING, O_WAITING, PENDING,
                     SUBSTATE_DEPNHOLD, SUCCEEDED, T_ACTIVE, T_CANCELED, T_FAILED,
@@ -175,9 +176,9 @@ def summarize(outcomes: Iterable[str]) -> Optional[bool]:
     seen = list(outcomes)
     if not seen:
         return None
-    if any(o == "failed" for o in seen):
+    if any(o == Item.FAILED for o in seen):
         return False
-    if all(o == "succeeded" for o in seen):
+    if all(o == Item.SUCCEEDED for o in seen):
         return True
     return None
 
@@ -248,21 +249,21 @@ def item_outcomes(*, status: str, grafted: bool, items: Sequence[object],
     None when Globus could not say: then nothing is decided); a grafted task
     (``task=<uuid>``) is vouched for by its owner.  FAILED/CANCELED: every
     pending item failed with the transfer's message."""
-    pending = [i for i in items if i.outcome == "pending"]
+    pending = [i for i in items if i.outcome == Item.PENDING]
     if status == T_SUCCEEDED:
         if grafted:
-            return [(i.item_id, "succeeded", None) for i in pending]
+            return [(i.item_id, Item.SUCCEEDED, None) for i in pending]
         if not pending or skipped is None:
             return []
         out = []
         for i in pending:
             why = item_failure(source_path=i.source_path, destination_path=i.destination_path,
                                recursive=bool(i.recursive), skipped=skipped)
-            out.append((i.item_id, "succeeded", None) if why is None else
-                       (i.item_id, "failed", why))
+            out.append((i.item_id, Item.SUCCEEDED, None) if why is None else
+                       (i.item_id, Item.FAILED, why))
         return out
     if status in (T_FAILED, T_CANCELED):
-        return [(i.item_id, "failed", message) for i in pending]
+        return [(i.item_id, Item.FAILED, message) for i in pending]
     return []
 
 
@@ -298,7 +299,7 @@ def request_verdict(req: object, items: Sequence[object], transfers: Sequence[ob
     if verdict is True:
         new, msg, action = SUCCEEDED, "", ""
     elif verdict is False:
-        failed = [i for i in items if i.outcome == "failed"]
+        failed = [i for i in items if i.outcome == Item.FAILED]
         new, msg, action = FAILED, (failed[0].message or "transfer failed"), ""
     elif any(t.status == T_INACTIVE for t in transfers):
         t = next(t for t in transfers if t.status == T_INACTIVE)

@@ -9,6 +9,7 @@ import json
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .._py36 import dataclasses
+from ..states import Transfer
 
 # A repeated stage-in is synced, not adopted: files whose checksums match are
 # skipped (Globus sync_level "checksum": transfer only where they differ).
@@ -67,9 +68,9 @@ def holds_slot(*, status: str, nice_status: Optional[str], backing_off: bool,
     """A transfer holds one of its identity's Globus task slots: ACTIVE and not
     paused, or not yet submitted and about to be (not backing off, not refused
     until its owner logs in).  An INACTIVE task holds none."""
-    if status == "new":
+    if status == Transfer.NEW:
         return not backing_off and not awaits_user
-    return status == "active" and (nice_status or "").upper() != "PAUSED"
+    return status == Transfer.ACTIVE and (nice_status or "").upper() != "PAUSED"
 
 
 def options_key(options: object) -> str:
