@@ -51,6 +51,13 @@ def _values(node, assigns):
     if isinstance(node, ast.Attribute) and node.attr == "event_kind":
         # a decide verdict's kind: what decide/outcomes.py assigns to event_kind
         return set().union(*(_values(v, DECIDE_ASSIGNS) for v in DECIDE_ASSIGNS["event_kind"]))
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+            node.value.id in ("Kind", "History", "events"):
+        # a vocabulary member (events.Kind.X, events.History.X) or a by-direction
+        # table (events.FAILED[direction]): the words it can be
+        base = events if node.value.id == "events" else getattr(events, node.value.id)
+        obj = getattr(base, node.attr)
+        return {str(v) for v in (obj.values() if isinstance(obj, dict) else [obj])}
     if isinstance(node, ast.FormattedValue):
         return _values(node.value, assigns)
     if isinstance(node, ast.JoinedStr):

@@ -13,7 +13,8 @@ Stdlib only, Python 3.6+, free of I/O.  ``t`` is a journal transfer row,
 """
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .. import states
+from .. import events, states
+from ..events import History, Kind
 from ..states import Item
 from .._py36 import dataclasses
 from .facts import (ACTIVE, FAILED, FINAL, O_DONE, O_FATAL, O_RUNNING, O_WAITING, PENDING,
@@ -314,12 +315,14 @@ def request_verdict(req: object, items: Sequence[object], transfers: Sequence[ob
     attempts = req.attempts or 0
     by_admin = any(t.fatal_code == "CANCELED_BY_ADMIN" for t in transfers)
     if new == FAILED and req.direction == "out" and attempts < retries and not by_admin:
-        return Verdict(state=PENDING, message=msg, word="retry", event_kind="stageout_retry",
+        return Verdict(state=PENDING, message=msg, word="retry", event_kind=History.STAGEOUT_RETRY,
                        retry_in=retry_delay * 2 ** attempts, attempt=attempts + 1,
                        retries=retries)
     word = {SUCCEEDED: "succeeded", FAILED: "failed", USER_ACTION: "user_action",
             ACTIVE: "resumed" if req.state == USER_ACTION else "active"}[new]
-    event_kind = "user_action" if new == USER_ACTION else f"stage{req.direction}_{word}"
+    by_direction = {SUCCEEDED: events.SUCCEEDED, FAILED: events.FAILED,
+                    ACTIVE: events.RESUMED if req.state == USER_ACTION else events.ACTIVE}
+    event_kind = Kind.USER_ACTION if new == USER_ACTION else by_direction[new][req.direction]
     return Verdict(state=new, message=msg, action=action, word=word, event_kind=event_kind,
                    skip_stageout=new == FAILED and req.direction == "in",
                    alert=new not in (ACTIVE, USER_ACTION))

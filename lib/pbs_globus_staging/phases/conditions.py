@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .. import decide
 from ..errors import StagingError
+from ..events import Kind
 from .context import Context, Views, action_log, now_text, request_ids
 
 
@@ -19,18 +20,18 @@ def run_cycle(ctx: Context, views: Views, *, now: float) -> None:
         return
     j = ctx.journal
     for req in j.requests(state=(decide.USER_ACTION,)):
-        ctx.alert("user_action", views.get(req.job_id), job_id=req.job_id,
+        ctx.alert(Kind.USER_ACTION, views.get(req.job_id), job_id=req.job_id,
                   owner=req.owner, message=req.message or "", action=req.action or "",
                   key=f"{req.job_id}:user_action:{req.request_id}")
     down = j.get_meta("globus_down_since")
     if down:
-        ctx.alert("globus_unreachable", None, key="globus_unreachable:" + down,
+        ctx.alert(Kind.GLOBUS_UNREACHABLE, None, key=f"{Kind.GLOBUS_UNREACHABLE}:{down}",
                   message="Globus has not answered since " + now_text(float(down)))
     for t, req, message in decide.slow_alerts(
             j.transfers(status=(decide.T_ACTIVE,)),
             lambda t: [j.get_request(rid) for rid in request_ids(ctx, t.transfer_id)],
             now=now, slow_after=float(ctx.setting("slow_after"))):
-        ctx.alert("slow", views.get(req.job_id), job_id=req.job_id,
+        ctx.alert(Kind.SLOW, views.get(req.job_id), job_id=req.job_id,
                   owner=req.owner, task_id=t.task_id or "",
                   key=f"{req.job_id}:slow:{t.task_id}", message=message)
 
@@ -44,7 +45,7 @@ def health_alert(ctx: Context) -> None:
     except StagingError:
         recent = []
     if decide.agent_unhealthy(ok=ctx.stats.ok, recent=recent):
-        ctx.alert("agent_unhealthy", None, key="agent_unhealthy",
+        ctx.alert(Kind.AGENT_UNHEALTHY, None, key=str(Kind.AGENT_UNHEALTHY),
                   message=decide.unhealthy_message(ctx.stats.errors))
 
 

@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Mapping, Optional
 from .. import siteconfig
 from ..decide import JobView
 from ..errors import RequestError, RetryableError, StagingError
+from .. import events
+from ..events import History
 
 log = logging.getLogger("pbs_globus_staging.agent")
 _AGENT_DEFAULTS = siteconfig.AgentSettings()
@@ -170,7 +172,7 @@ class Context:
             log.exception("error while handling %s", job_id)
             self.stats.errors.append(f"{job_id}: {type(exc).__name__}: {exc}")
             try:
-                self.journal.add_event(job_id, "agent_error",
+                self.journal.add_event(job_id, History.AGENT_ERROR,
                                        f"internal error, retried next cycle: "
                                        f"{type(exc).__name__}: {exc}"[:500])
             except StagingError:

@@ -18,6 +18,9 @@ from .. import decide, states
 from ..decide import JobView
 from ..errors import RetryableError, StagingError
 from ..journal import ItemSpec
+from ..states import Direction, Item, JobMark
+from .. import events
+from ..events import History
 from .context import Context, Views, action_log, request_ids
 from .settle import SettleState, settle, transition
 
@@ -76,7 +79,7 @@ def read_pbs(ctx: Context, views: Views) -> Optional[Dict[str, JobView]]:
 def resolve(ctx: Context, raw: str, *, direction: str, owner: str,
             project: Optional[str] = None) -> Resolved:
     from .. import hookcore, request
-    res_name = states.RES_STAGEIN if direction == "in" else states.RES_STAGEOUT
+    res_name = states.RES_STAGEIN if direction == Direction.IN else states.RES_STAGEOUT
     resolved = hookcore.validate(raw, direction=direction, user=owner, site=ctx.cfg,
                                  resource=res_name, project=project)
     req = resolved.request
@@ -105,17 +108,17 @@ def register(ctx: Context, views: Views, settled: SettleState, jobs: Mapping[str
         if row is None:
             j.upsert_job(view.job_id, owner=view.owner, queue=view.queue,
                          priority=view.priority, qtime=view.qtime, now=now)
-            j.add_event(view.job_id, "seen", f"job seen by the agent (state {view.state})",
+            j.add_event(view.job_id, History.SEEN, f"job seen by the agent (state {view.state})",
                         at=now)
-        if view.state in ("R", "E") and (row is None or row.stage_state != "running"):
+        if view.state in ("R", "E") and (row is None or row.stage_state != JobMark.RUNNING):
             # The history outlives PBS's: note the run once, as PBS reports it.
             with j.transaction():
-                j.upsert_job(view.job_id, owner=view.owner, stage_state="running", now=now)
-                j.add_event(view.job_id, "job_started", "job is running", at=now)
+                j.upsert_job(view.job_id, owner=view.owner, stage_state=JobMark.RUNNING, now=now)
+                j.add_event(view.job_id, History.JOB_STARTED, "job is running", at=now)
     if jobs:
         j.mark_job_seen(list(jobs), now=now)
     for view in jobs.values():
-        for direction, raw in (("in", view.stagein), ("out", view.stageout)):
+        for direction, raw in ((Direction.IN, view.stagein), (Direction.OUT, view.stageout)):
             if raw is None:
                 continue
             if (view.job_id, direction) in existing:
@@ -137,9 +140,9 @@ def register_obits(ctx: Context, views: Views, settled: SettleState, *, now: flo
         with ctx.guard(obit.job_id):
             if j.get_job(obit.job_id) is None:
                 j.upsert_job(obit.job_id, owner=obit.owner, now=now)
-                j.add_event(obit.job_id, "seen", "job known from its end (jobobit): it "
+                j.add_event(obit.job_id, History.SEEN, "job known from its end (jobobit): it "
                             "ran and ended between two looks of the agent", at=now)
-            add_request(ctx, views, settled, view, "out", str(obit.stageout), now=now)
+            add_request(ctx, views, settled, view, Direction.OUT, str(obit.stageout), now=now)
 
 
 def add_request(ctx: Context, views: Views, settled: SettleState, view: JobView,
@@ -150,14 +153,14 @@ def add_request(ctx: Context, views: Views, settled: SettleState, view: JobView,
         res = resolve(ctx, raw, direction=direction, owner=view.owner,
                       project=view.project or None)
         # A stage-out waits for the job's end; phase stageout makes it PENDING.
-        first = decide.PENDING if direction == "in" else decide.WAITING_EXIT
+        first = decide.PENDING if direction == Direction.IN else decide.WAITING_EXIT
         rid = j.add_request(job_id=view.job_id, direction=direction, owner=view.owner,
                             identity=identity, raw=raw, normalized=res.normalized,
                             request_key=res.key, state=first, now=now)
-        j.add_event(view.job_id, f"stage{direction}_requested",
+        j.add_event(view.job_id, events.REQUESTED[direction],
                     f"stage-{direction} request registered: {res.normalized}",
                     request_id=rid, at=now)
-        if direction == "in" and res.items:
+        if direction == Direction.IN and res.items:
             # Scenario D and dedup: the same data for the same identity are
             # already on their way -- wait on that transfer, start nothing.
             adopt(ctx, views, settled, j.get_request(rid), now=now)
@@ -168,9 +171,9 @@ def add_request(ctx: Context, views: Views, settled: SettleState, view: JobView,
                             identity=identity, raw=raw, normalized=raw,
                             request_key=f"invalid:{view.job_id}:{direction}",
                             state=decide.FAILED, now=now)
-        transition(ctx, rid, view.job_id, decide.FAILED, kind=f"stage{direction}_failed",
+        transition(ctx, rid, view.job_id, decide.FAILED, kind=events.FAILED[direction],
                    text=str(exc), message=str(exc), now=now)
-        ctx.alert(f"stage{direction}_failed", view, message=str(exc))
+        ctx.alert(events.FAILED[direction], view, message=str(exc))
 
 
 def adopt(ctx: Context, views: Views, settled: SettleState, row: object, *,
@@ -211,13 +214,13 @@ def adopt(ctx: Context, views: Views, settled: SettleState, row: object, *,
                     if item.request_id == row.request_id:
                         src = next((i for i in items if i.source_path == item.source_path and
                                     i.destination_path == item.destination_path), None)
-                        if src is not None and src.outcome != "pending":
+                        if src is not None and src.outcome != Item.PENDING:
                             j.set_item_outcome(item.item_id, src.outcome, message=src.message)
                 if t.orphaned_since:
                     j.update_transfer(t.transfer_id, orphaned_since=None)
             j.set_request_state(row.request_id, decide.ACTIVE, now=now)
             tasks = ", ".join(t.task_id or "?" for t in usable)
-            j.add_event(row.job_id, f"stage{row.direction}_adopted",
+            j.add_event(row.job_id, events.ADOPTED[row.direction],
                         f"adopted Globus task {tasks} already moving the same data "
                         f"(request of job {other.job_id})", request_id=row.request_id,
                         at=now)
@@ -240,8 +243,9 @@ def _never_started(ctx: Context, job_id: str) -> bool:
     job that started) and no run seen."""
     j = ctx.journal
     job = j.get_job(job_id)
-    if job is None or not job.gone_since or job.stage_state == "running":
+    if job is None or not job.gone_since or job.stage_state == JobMark.RUNNING:
         return False
     if j.obit(job_id) is not None:
         return False
-    return not j.events(job_id, kind=("released", "admin_release", "job_started"), limit=1)
+    ran = (History.RELEASED, History.ADMIN_RELEASE, History.JOB_STARTED)
+    return not j.events(job_id, kind=ran, limit=1)

@@ -17,6 +17,8 @@ from typing import Mapping
 from .. import decide
 from ..decide import JobView
 from ..errors import RetryableError, StagingError
+from ..states import Direction
+from ..events import History, Kind
 from .context import Context, action_log, log, request_for, request_ids
 from .settle import skip_stageout
 
@@ -33,7 +35,7 @@ def run_cycle(ctx: Context, views: Mapping[str, JobView], *, now: float,
 def vanished(ctx: Context, views: Mapping[str, JobView], *, now: float) -> None:
     j = ctx.journal
     grace = float(ctx.setting("orphan_grace"))
-    for req in j.requests_of_unseen_jobs(states=decide.UNFINISHED, direction="in",
+    for req in j.requests_of_unseen_jobs(states=decide.UNFINISHED, direction=Direction.IN,
                                          seen_before=now):
         with ctx.guard(req.job_id):
             if req.job_id in views or j.obit(req.job_id) is not None:
@@ -50,12 +52,12 @@ def vanished(ctx: Context, views: Mapping[str, JobView], *, now: float) -> None:
                 j.mark_gone(req.job_id, now=now)
                 transfers = [j.get_transfer(i.transfer_id)
                              for i in j.items_for_request(req.request_id)]
-                so = request_for(ctx, req.job_id, "out")
+                so = request_for(ctx, req.job_id, Direction.OUT)
                 plan = decide.vanished(request_state=req.state, transfers=transfers,
                                        stageout_state=so.state if so is not None else None)
                 for tid in plan.orphan:
                     j.update_transfer(tid, orphaned_since=now)
-                j.add_event(req.job_id, "job_deleted",
+                j.add_event(req.job_id, Kind.JOB_DELETED,
                             "job left PBS during stage-in; its transfer is kept "
                             f"{grace:.0f} s for a resubmission to adopt",
                             request_id=req.request_id, at=now)
@@ -66,7 +68,7 @@ def vanished(ctx: Context, views: Mapping[str, JobView], *, now: float) -> None:
                 if plan.skip_stageout:
                     skip_stageout(ctx, so, decide.SKIP_LEFT_BEFORE_RUN, now=now)
             action_log("job_vanished", job=req.job_id)
-            ctx.alert("job_deleted", None, job_id=req.job_id, owner=req.owner,
+            ctx.alert(Kind.JOB_DELETED, None, job_id=req.job_id, owner=req.owner,
                       message="job left PBS while its stage-in was running")
 
 
@@ -98,7 +100,7 @@ def reap(ctx: Context, *, now: float) -> None:
                 if r.state not in decide.FINAL:
                     j.set_request_state(rid, decide.CANCELED,
                                         message="job gone; transfer canceled", now=now)
-                j.add_event(r.job_id, "transfer_canceled",
+                j.add_event(r.job_id, History.TRANSFER_CANCELED,
                             f"Globus task {t.task_id} canceled after the grace period",
                             request_id=rid, transfer_id=t.transfer_id, at=now)
         action_log("cancel_orphan", transfer=t.transfer_id, task=t.task_id)

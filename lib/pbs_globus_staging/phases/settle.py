@@ -22,6 +22,9 @@ from .. import decide, states
 from ..decide import JobView, RequestStatus
 from ..errors import FatalError, StagingError
 from ..pbsctl import JobGone
+from ..states import Direction, Item
+from .. import events
+from ..events import History, Kind
 from .context import Context, Views, action_log, log, request_for, request_ids
 
 
@@ -66,7 +69,7 @@ def settle(ctx: Context, st: SettleState, views: Views, transfer_ids: Iterable[i
         t = j.get_transfer(tid)
         items = j.items_for_transfer(tid)
         if t.status == decide.T_SUCCEEDED:
-            pending = [i for i in items if i.outcome == "pending"]
+            pending = [i for i in items if i.outcome == Item.PENDING]
             if pending and t.grafted:
                 # task=<uuid>: the owner vouches for a task started elsewhere.
                 for item_id, outcome, _why in decide.item_outcomes(
@@ -135,7 +138,7 @@ def refresh_request(ctx: Context, views: Views, request_id: int, *,
             j.retire_failed_items(request_id)
             j.set_request_state(request_id, decide.PENDING, message=msg,
                                 next_attempt=now + v.retry_in, count_attempt=True, now=now)
-            j.add_event(req.job_id, "stageout_retry",
+            j.add_event(req.job_id, History.STAGEOUT_RETRY,
                         f"stage-out failed ({msg}); retry {v.attempt} of "
                         f"{v.retries} in {v.retry_in:.0f} s", request_id=request_id, at=now)
         action_log("stageout_retry", job=req.job_id, attempt=v.attempt,
@@ -147,7 +150,7 @@ def refresh_request(ctx: Context, views: Views, request_id: int, *,
                    action=action or None, now=now)
         if v.skip_stageout:
             # Seed scenario B: neither the job nor its stage-out may run.
-            so = request_for(ctx, req.job_id, "out")
+            so = request_for(ctx, req.job_id, Direction.OUT)
             if so is not None and so.state not in decide.FINAL:
                 skip_stageout(ctx, so, decide.SKIP_STAGEIN_FAILED, now=now)
     action_log(f"request_{v.word}", job=req.job_id, direction=req.direction, message=msg)
@@ -185,7 +188,7 @@ def apply_stagein(ctx: Context, st: SettleState, views: Views,
     jobs = [v for v in jobs if v.stagein is not None]
     # Two queries for all jobs instead of several per job.
     reqs = {r.job_id: r for r in j.requests_for_jobs(v.job_id for v in jobs)
-            if r.direction == "in"}
+            if r.direction == Direction.IN}
     transfers = j.transfers_by_request(r.request_id for r in reqs.values())
     # Releases first: a job whose data are in place must not wait behind
     # other jobs' progress comments.
@@ -204,7 +207,7 @@ def apply_stagein(ctx: Context, st: SettleState, views: Views,
 def _apply_one(ctx: Context, st: SettleState, views: Views, view: JobView, policy: str,
                req: object, transfers: List[object]) -> None:
     status = status_for(ctx, req, transfers)
-    options = ctx.options(req.normalized, "in")
+    options = ctx.options(req.normalized, Direction.IN)
     cleanup = getattr(options, "cleanup", None) if options is not None else None
     onfail = getattr(options, "onfail", None) if options is not None else None
     cleanup_done = bool(cleanup and ctx.journal.get_meta(f"cleanup:{view.job_id}"))
@@ -249,14 +252,15 @@ def apply(ctx: Context, st: SettleState, views: Views, view: JobView,
                 ctx.pbs.release(view.job_id, hold="s")
                 view = dataclasses.replace(view, holds=view.holds.replace("s", ""))
                 ctx.stats.released += 1
-                j.add_event(view.job_id, "released", "system hold released: stage-in done",
+                j.add_event(view.job_id, History.RELEASED, "system hold released: stage-in done",
                             at=now)
             elif a.kind == "hold":
                 ctx.pbs.hold(view.job_id, hold="s")
                 view = dataclasses.replace(view, holds=view.holds + "s")
             elif a.kind == "delete":
                 ctx.pbs.delete(view.job_id)
-                j.add_event(view.job_id, "deleted", f"job deleted: stage-in failed ({a.reason})",
+                j.add_event(view.job_id, History.DELETED,
+                            f"job deleted: stage-in failed ({a.reason})",
                             at=now)
             elif a.kind == "submit_cleanup":
                 _submit_cleanup(ctx, view, a.value, a.reason)
@@ -265,7 +269,7 @@ def apply(ctx: Context, st: SettleState, views: Views, view: JobView,
         action_log("job_gone", job=view.job_id)
     except FatalError as exc:
         log.warning("PBS refused a change to %s: %s", view.job_id, exc)
-        j.add_event(view.job_id, "pbs_error", str(exc), at=now)
+        j.add_event(view.job_id, History.PBS_ERROR, str(exc), at=now)
     finally:
         views.jobs[view.job_id] = view
 
@@ -293,10 +297,11 @@ def _submit_cleanup(ctx: Context, view: JobView, script: str, reason: str) -> No
             "-N", "stagein-cleanup", "-v", f"GLOBUS_STAGEIN_FAILED_JOB={view.job_id}"],
             cwd=os.path.dirname(script) or None)
     except StagingError as exc:
-        j.add_event(view.job_id, "cleanup_failed", f"cleanup job not submitted: {exc}")
+        j.add_event(view.job_id, History.CLEANUP_FAILED, f"cleanup job not submitted: {exc}")
         return
     j.set_meta(f"cleanup:{view.job_id}", new_id)
-    j.add_event(view.job_id, "cleanup_submitted", f"cleanup job {new_id} submitted ({script})")
+    j.add_event(view.job_id, History.CLEANUP_SUBMITTED,
+                f"cleanup job {new_id} submitted ({script})")
 
 
 # -------------------------------------------------- shared request writes
@@ -313,9 +318,9 @@ def transition(ctx: Context, request_id: int, job_id: str, state: str, *, kind: 
 
 def fail_request(ctx: Context, views: Views, row: object, message: str, *, now: float) -> None:
     transition(ctx, row.request_id, row.job_id, decide.FAILED,
-               kind=f"stage{row.direction}_failed", text=message, message=message, now=now)
+               kind=events.FAILED[row.direction], text=message, message=message, now=now)
     action_log("request_failed", job=row.job_id, reason=message)
-    ctx.alert(f"stage{row.direction}_failed", views.get(row.job_id),
+    ctx.alert(events.FAILED[row.direction], views.get(row.job_id),
               job_id=row.job_id, owner=row.owner, message=message)
 
 
@@ -334,7 +339,7 @@ def transfer_needs_user(ctx: Context, t: object, message: str, action: str, *,
         if req.state == decide.USER_ACTION and req.message == message:
             continue
         text = message if (not action or action in message) else f"{message}; run: {action}"
-        transition(ctx, rid, req.job_id, decide.USER_ACTION, kind="user_action", text=text,
+        transition(ctx, rid, req.job_id, decide.USER_ACTION, kind=Kind.USER_ACTION, text=text,
                    message=message, action=action or "globus-staging login", now=now,
                    transfer_id=t.transfer_id)
         action_log("user_action", job=req.job_id, reason=message)
@@ -342,6 +347,6 @@ def transfer_needs_user(ctx: Context, t: object, message: str, action: str, *,
 
 def skip_stageout(ctx: Context, req: object, why: str, *, now: float,
                   exit_status: Optional[int] = None) -> None:
-    transition(ctx, req.request_id, req.job_id, decide.SKIPPED, kind="stageout_skipped",
+    transition(ctx, req.request_id, req.job_id, decide.SKIPPED, kind=History.STAGEOUT_SKIPPED,
                text=f"stage-out skipped: {why}", message=why, now=now)
     action_log("stageout_skipped", job=req.job_id, reason=why)

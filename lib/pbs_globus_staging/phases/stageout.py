@@ -15,6 +15,8 @@ from typing import Mapping, Optional
 from .. import decide
 from ..decide import JobView
 from ..errors import RetryableError, StagingError
+from ..states import Direction
+from ..events import History
 from .context import Context, Views, request_for
 from .intake import resolve
 from .settle import fail_request, skip_stageout, transition
@@ -26,7 +28,7 @@ def run_cycle(ctx: Context, views: Views, jobs: Mapping[str, JobView], *, now: f
     default_when = str(ctx.setting("stageout_when"))
     budget = int(ctx.setting("max_history_lookups"))
     started = 0
-    for req in j.requests(state=(decide.WAITING_EXIT,), direction="out"):
+    for req in j.requests(state=(decide.WAITING_EXIT,), direction=Direction.OUT):
         with ctx.guard(req.job_id):
             view = jobs.get(req.job_id)
             if view is not None and not view.finished:
@@ -59,15 +61,15 @@ def run_cycle(ctx: Context, views: Views, jobs: Mapping[str, JobView], *, now: f
                 if exit_status is None:
                     skip_stageout(ctx, req, decide.SKIP_DELETED_BEFORE_RUN, now=now)
                     continue
-            stagein = request_for(ctx, req.job_id, "in")
-            options = ctx.options(req.normalized, "out")
+            stagein = request_for(ctx, req.job_id, Direction.IN)
+            options = ctx.options(req.normalized, Direction.OUT)
             when = getattr(options, "when", None) or default_when
             start = decide.stageout_start(exit_status=exit_status, when=when,
                                           stagein_state=stagein.state if stagein else None)
             if not start.start:
                 skip_stageout(ctx, req, start.why, now=now, exit_status=exit_status)
                 continue
-            transition(ctx, req.request_id, req.job_id, decide.PENDING, kind="job_ended",
+            transition(ctx, req.request_id, req.job_id, decide.PENDING, kind=History.JOB_ENDED,
                        text=f"job ended with exit status {exit_status}; stage-out starting",
                        now=now)
             started += 1
@@ -80,7 +82,7 @@ def _restate(ctx: Context, views: Views, req: object, obit: object, *,
     runs; the jobobit hook recorded the last value) replaces what was registered."""
     j = ctx.journal
     try:
-        res = resolve(ctx, obit.stageout, direction="out", owner=req.owner,
+        res = resolve(ctx, obit.stageout, direction=Direction.OUT, owner=req.owner,
                       project=obit.project or None)
     except StagingError as exc:
         fail_request(ctx, views, req, str(exc), now=now)
@@ -88,7 +90,7 @@ def _restate(ctx: Context, views: Views, req: object, obit: object, *,
     with j.transaction():
         j.update_request(req.request_id, raw=obit.stageout, normalized=res.normalized,
                          request_key=res.key, now=now)
-        j.add_event(req.job_id, "stageout_requested",
+        j.add_event(req.job_id, History.STAGEOUT_REQUESTED,
                     f"stage-out request changed before the job ended: {res.normalized}",
                     request_id=req.request_id, at=now)
     return j.get_request(req.request_id)

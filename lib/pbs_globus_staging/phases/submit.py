@@ -20,6 +20,8 @@ from .. import decide, states
 from ..backend import EndpointTrouble, Outcome, SubmitConflict, TransferItem, TransferSpec
 from ..errors import FatalError, RequestError, RetryableError, StagingError, WaitingForUser
 from ..journal import ItemSpec
+from ..states import Direction
+from .. import events
 from . import conditions
 from .context import Context, Views, action_log, request_ids
 from .intake import Resolved, resolve
@@ -94,7 +96,7 @@ def _plan(ctx: Context, st: SubmitState, views: Views, settled: SettleState,
 def _plan_one(ctx: Context, views: Views, settled: SettleState, row: object, items: list,
               capacity: Dict[str, int], *, now: float) -> None:
     view = views.get(row.job_id)
-    if row.direction == "in" and view is None and row.job_id not in views:
+    if row.direction == Direction.IN and view is None and row.job_id not in views:
         return
     try:
         res = resolve(ctx, row.raw, direction=row.direction, owner=row.owner,
@@ -110,7 +112,7 @@ def _plan_one(ctx: Context, views: Views, settled: SettleState, row: object, ite
         return
     capacity[row.identity] = capacity.get(row.identity, 0) - len(res.items)
     opts_key = decide.options_key(res.options)
-    if row.direction == "in" and _repeats_earlier(ctx, row):
+    if row.direction == Direction.IN and _repeats_earlier(ctx, row):
         opts_key = decide.resync_key(opts_key, row.request_id)
     for (scoll, spath, dcoll, dpath, rec) in res.items:
         items.append(decide.PendingItem(
@@ -138,7 +140,7 @@ def _lock_requests(ctx: Context, views: Views, batch: decide.Batch) -> decide.Ba
 
 def _lock_job(ctx: Context, views: Views, job_id: str, request_id: int) -> bool:
     req = ctx.journal.get_request(request_id)
-    if req is None or req.direction != "in":
+    if req is None or req.direction != Direction.IN:
         return True
     view = views.get(job_id)
     if view is None:
@@ -217,7 +219,7 @@ def _deadline(value: Optional[str], now: float) -> Optional[str]:
         from .. import request
         try:
             parsed = request.parse(f"deadline={value}+task=00000000-0000-0000-0000-000000000000",
-                                   direction="in").options.deadline
+                                   direction=Direction.IN).options.deadline
             if parsed is not None:
                 return parsed.resolve(now=dt.datetime.fromtimestamp(now, dt.timezone.utc)).isoformat()
         except RequestError:
@@ -312,11 +314,11 @@ def _submit_new(ctx: Context, settled: SettleState, views: Views, *, now: float)
                    identity=t.identity)
         for rid in request_ids(ctx, t.transfer_id):
             req = j.get_request(rid)
-            j.add_event(req.job_id, f"stage{req.direction}_submitted",
+            j.add_event(req.job_id, events.SUBMITTED[req.direction],
                         f"Globus task {result.task_id} {how}", request_id=rid,
                         transfer_id=t.transfer_id, at=now,
                         data={"task_id": result.task_id})
-            ctx.alert(f"stage{req.direction}_submitted", views.get(req.job_id),
+            ctx.alert(events.SUBMITTED[req.direction], views.get(req.job_id),
                       job_id=req.job_id, owner=req.owner, task_id=result.task_id,
                       message=f"Globus task {result.task_id} {how}")
 
@@ -345,7 +347,7 @@ def _back_off(ctx: Context, t: object, why: str, *, now: float) -> None:
         for rid in request_ids(ctx, t.transfer_id):
             req = j.get_request(rid)
             j.set_request_state(rid, req.state, message=why, now=now)
-            j.add_event(req.job_id, f"stage{req.direction}_deferred",
+            j.add_event(req.job_id, events.DEFERRED[req.direction],
                         f"{why}; retried every {delay:.0f} s", request_id=rid,
                         transfer_id=t.transfer_id, at=now)
 
@@ -402,7 +404,7 @@ def _graft(ctx: Context, views: Views, settled: SettleState, row: object, res: R
             j.add_items(tid, [ItemSpec(row.request_id, f"task={task_id}", f"task={task_id}",
                                        False)])
             j.set_request_state(row.request_id, decide.ACTIVE, now=now)
-            j.add_event(row.job_id, f"stage{row.direction}_grafted",
+            j.add_event(row.job_id, events.GRAFTED[row.direction],
                         f"waiting on existing Globus task {task_id}",
                         request_id=row.request_id, transfer_id=tid, at=now)
         action_log("graft", job=row.job_id, task=task_id)
