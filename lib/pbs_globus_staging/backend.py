@@ -8,20 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import enum
 from typing import Mapping, Optional, Protocol, Sequence, Tuple
 
 from .errors import RetryableError
-
-
-class Outcome(str, enum.Enum):
-    """What a transfer's state means for the job waiting on it."""
-
-    DONE = "done"                  # SUCCEEDED at Globus
-    RUNNING = "running"            # ACTIVE and healthy (or queued)
-    WAITING_FOR_USER = "waiting_for_user"  # INACTIVE, ConsentRequired, AuthenticationFailed
-    TRANSIENT = "transient"        # 429/5xx/network or a transient fault: no state change
-    FATAL = "fatal"                # FAILED/EXPIRED/canceled, or a persistent fatal fault
+from .states import Outcome  # noqa: F401 -- the vocabulary lives in states
 
 
 @dataclasses.dataclass(frozen=True)

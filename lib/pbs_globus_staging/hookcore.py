@@ -13,6 +13,7 @@ import time
 from typing import Dict, Mapping, Optional, Tuple
 
 from . import states
+from .states import Direction, Stage
 from .errors import ConfigError, RequestError, StagingError
 
 # What a user sees when the site's hook config is missing or broken: their
@@ -101,8 +102,8 @@ def validate(value: str, *, direction: str, user: str, site: object,
     from . import policy, request
     limits = getattr(site, "limits", None)
     req = request.parse(value, direction=direction, resource=resource,
-                        max_length=getattr(limits, "max_value_length", 4096),
-                        max_items=getattr(limits, "max_items", 1000))
+                        max_length=getattr(limits, "max_value_length", request.MAX_VALUE_LENGTH),
+                        max_items=getattr(limits, "max_items", request.MAX_ITEMS))
     if req.manifests:
         uid = _owner_uid(user)
         if uid is None:
@@ -110,8 +111,10 @@ def validate(value: str, *, direction: str, user: str, site: object,
                                resource=resource)
         req = request.expand_manifests(
             req, owner_uid=uid, resource=resource,
-            max_bytes=getattr(limits, "manifest_max_bytes", 1 << 20),
-            max_items=getattr(limits, "manifest_max_items", 10000))
+            max_bytes=getattr(limits, "manifest_max_bytes",
+                              request.MANIFEST_MAX_BYTES),
+            max_items=getattr(limits, "manifest_max_items",
+                              request.MANIFEST_MAX_ITEMS))
     try:
         return policy.check(req, user=user, cfg=site, project=project)
     except RequestError as exc:
@@ -122,8 +125,8 @@ def validate(value: str, *, direction: str, user: str, site: object,
 
 def _check_both(stagein: Optional[str], stageout: Optional[str], *, user: str,
                 site: object, project: Optional[str] = None) -> Optional[str]:
-    for value, direction, res in ((stagein, "in", states.RES_STAGEIN),
-                                  (stageout, "out", states.RES_STAGEOUT)):
+    for value, direction, res in ((stagein, Direction.IN, states.RES_STAGEIN),
+                                  (stageout, Direction.OUT, states.RES_STAGEOUT)):
         if value is None:
             continue
         try:
@@ -151,7 +154,7 @@ def queuejob(*, stagein: Optional[str], stageout: Optional[str], user: str,
     if stagein is None:
         return ACCEPT  # stage-out only: nothing to wait for before the run
     return Answer(add_system_hold=True,
-                  resources={states.RES_STATE: states.WAITING},
+                  resources={states.RES_STATE: Stage.WAITING.value},
                   comment="staging: waiting for the Globus stage-in to start")
 
 
@@ -181,8 +184,8 @@ def modifyjob(*, new_stagein: Optional[str], new_stageout: Optional[str],
         if str(new_stageout).strip() == "":
             return Answer(reject=f"{states.RES_STAGEOUT}: a request cannot be removed with qalter; "
                                  "qdel the job and submit it again without it")
-        if (state or "") in (states.STAGEOUT_PENDING, states.STAGING_OUT, states.STAGED_OUT,
-                             states.STAGEOUT_FAILED, states.STAGEOUT_SKIPPED) \
+        if (state or "") in (Stage.STAGEOUT_PENDING, Stage.STAGING_OUT, Stage.STAGED_OUT,
+                             Stage.STAGEOUT_FAILED, Stage.STAGEOUT_SKIPPED) \
                 or job_state in ("E", "F", "X"):
             return Answer(reject=f"{states.RES_STAGEOUT}: cannot be changed once the job has "
                                  "ended and its stage-out is under way")
@@ -191,7 +194,7 @@ def modifyjob(*, new_stagein: Optional[str], new_stageout: Optional[str],
     if problem:
         return Answer(reject=problem)
     if new_stagein is not None and not had_stagein:
-        return Answer(add_system_hold=True, resources={states.RES_STATE: states.WAITING},
+        return Answer(add_system_hold=True, resources={states.RES_STATE: Stage.WAITING.value},
                       comment="staging: waiting for the Globus stage-in to start")
     return ACCEPT
 
@@ -211,7 +214,7 @@ def runjob(*, stagein: Optional[str], state: Optional[str], tasks: Optional[str]
         return Answer(reject=f"{states.RES_STAGEIN}: stage-in not complete (state {shown}); "
                              "the job stays held until its data are in place",
                       add_system_hold=True)
-    env = {"GLOBUS_STAGEIN_STATE": states.STAGED_IN}
+    env = {"GLOBUS_STAGEIN_STATE": Stage.STAGED_IN.value}
     if tasks:
         env["GLOBUS_STAGEIN_TASKS"] = ":".join(t for t in str(tasks).split("+") if t)
     paths = _local_paths(str(stagein))
@@ -223,7 +226,7 @@ def runjob(*, stagein: Optional[str], state: Optional[str], tasks: Optional[str]
 def _local_paths(value: str) -> Tuple[str, ...]:
     try:
         from . import request
-        req = request.parse(value, direction="in")
+        req = request.parse(value, direction=Direction.IN)
     except (RequestError, ImportError):
         return ()
     seen = []

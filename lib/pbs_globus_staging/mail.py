@@ -1,6 +1,6 @@
 """Delivering alerts: mail (local sendmail or SMTP) and site commands.
 
-Stdlib only.  ``alerts.py`` decides *what* to send; this module does the I/O.
+Stdlib only.  ``alerts`` decides *what* to send; this module does the I/O.
 The agent wires them together::
 
     cfg = alerts.parse_rules(site_config.get("alerts"), source=path)
@@ -19,14 +19,15 @@ import re
 import smtplib
 import socket
 import ssl
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Mapping, Protocol, Sequence
 
+from . import userfiles
 from .errors import ConfigError, StagingError
+from .userfiles import UserFileError, read_user_file
 
 log = logging.getLogger(__name__)
 
@@ -207,24 +208,26 @@ class SendmailMailer:
 
 def read_credentials(path: str) -> tuple[str, str]:
     """``user:password`` from a root-only file.  Errors never quote the content."""
+    full = os.path.abspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise MailError(f"SMTP credentials file {path} does not exist", unavailable=True) from None
-    except OSError as exc:
-        raise MailError(f"cannot open SMTP credentials file {path}: {exc.strerror} "
-                        "(a symlink is not accepted)", unavailable=True) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise MailError(f"SMTP credentials file {path} is not a regular file", unavailable=True)
-        if st.st_uid != 0 or st.st_mode & 0o077:
-            raise MailError(f"SMTP credentials file {path} must be owned by root and not "
-                            "readable by group or others (chown root; chmod 600)", unavailable=True)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(4097)
-    finally:
-        os.close(fd)
+        # The file's directory is the admin's (symlinks resolved, root's view).
+        raw = read_user_file(full, owner=0, max_bytes=4096, forbid_mode=0o077,
+                             base=os.path.dirname(full))
+    except UserFileError as err:
+        if err.reason == userfiles.MISSING:
+            problem = "does not exist"
+        elif err.reason in (userfiles.NOT_REGULAR, userfiles.CHANGED):
+            problem = "is not a regular file"
+        elif err.reason in (userfiles.OWNER, userfiles.MODE):
+            problem = ("must be owned by root and not readable by group or others "
+                       "(chown root; chmod 600)")
+        elif err.reason == userfiles.TOO_BIG:
+            problem = "must hold one line user:password"
+        else:
+            raise MailError(f"cannot open SMTP credentials file {path}: "
+                            f"{err.detail or 'a symbolic link'} (a symlink is not accepted)",
+                            unavailable=True) from None
+        raise MailError(f"SMTP credentials file {path} {problem}", unavailable=True) from None
     lines = [ln for ln in raw.decode("utf-8", "replace").splitlines() if ln.strip()]
     if len(raw) > 4096 or len(lines) != 1 or ":" not in lines[0]:
         raise MailError(f"SMTP credentials file {path} must hold one line user:password",

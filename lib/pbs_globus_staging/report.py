@@ -11,13 +11,15 @@ import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from . import decide
+from .events import History
+from .states import LIVE_REQUEST, LIVE_TRANSFER, Direction, Request, Transfer
 
 # Request states in which a job is still waiting for staging to finish.
-WAITING_STATES = (decide.PENDING, decide.QUEUED, decide.ACTIVE, decide.USER_ACTION)
-LIVE_TRANSFERS = ("new", "submitting", "active", "inactive")
+WAITING_STATES = LIVE_REQUEST
+LIVE_TRANSFERS = LIVE_TRANSFER
 
-# What the timeline calls each journal event kind (kinds not listed show as-is).
-_SECTION = {"in": "stage-in", "out": "stage-out"}
+# How the text view heads each request.
+_SECTION = {Direction.IN: "stage-in", Direction.OUT: "stage-out"}
 
 
 def _ts(t: Optional[float]) -> str:
@@ -106,7 +108,7 @@ def job_timeline(journal: Any, job_id: str, *, pbs_job: Optional[Mapping[str, An
 
     timeline: List[Dict[str, Any]] = []
     qtime = job.qtime if job is not None else None
-    stagein = next((r for r in reqs if r.direction == "in"), None)
+    stagein = next((r for r in reqs if r.direction == Direction.IN), None)
     if qtime:
         timeline.append({"time": qtime, "kind": "submitted",
                          "message": "job submitted" + (
@@ -124,13 +126,13 @@ def job_timeline(journal: Any, job_id: str, *, pbs_job: Optional[Mapping[str, An
         # PBS prints whole seconds: a job released at 12:00:05.4 shows stime
         # 12:00:05.  Sort PBS's entries no earlier than what must precede them
         # (release, then start) so the story reads in the order it happened.
-        released = max((e.time for e in events if e.kind in ("released", "admin_release")),
+        released = max((e.time for e in events if e.kind in (History.RELEASED, History.ADMIN_RELEASE)),
                        default=0.0)
         stime = decide.parse_pbs_time(pbs_job.get("stime"))
         started_key = 0.0
         if stime:
             # PBS's own start time replaces the agent's "job is running" note.
-            timeline[:] = [t for t in timeline if t.get("kind") != "job_started"]
+            timeline[:] = [t for t in timeline if t.get("kind") != History.JOB_STARTED]
             started_key = max(stime, released)
             timeline.append({"time": stime, "kind": "started",
                              "message": "job started running (PBS stime)",
@@ -185,7 +187,7 @@ def format_timeline(view: dict) -> str:
                      f"  {req['request']}")
         if req.get("message"):
             lines.append(f"    why: {req['message']}")
-        if req.get("action") and req["state"] == decide.USER_ACTION:
+        if req.get("action") and req["state"] == Request.USER_ACTION:
             lines.append(f"    to fix: {req['action']}")
         for t in req["transfers"]:
             text = (f"    Globus task {t['task_id'] or '(not yet submitted)'}: {t['status']}"
@@ -202,7 +204,7 @@ def format_timeline(view: dict) -> str:
             if not t.get("current", True):
                 text += "  [replaced]"
             lines.append(text)
-            if t.get("message") and t["status"] not in ("succeeded",):
+            if t.get("message") and t["status"] != Transfer.SUCCEEDED:
                 lines.append(f"      {t['message']}")
     if view.get("alerts"):
         lines.append("  alerts sent: " + ", ".join(

@@ -16,7 +16,8 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import units
+from . import request, units
+from .states import Direction
 from .errors import ConfigError
 
 __all__ = [
@@ -123,10 +124,11 @@ class JournalSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    max_value_length: int = 4096
-    max_items: int = 1000
-    manifest_max_bytes: int = 1 << 20
-    manifest_max_items: int = 10000
+    """The request grammar's limits; the defaults are the grammar's own (``request``)."""
+    max_value_length: int = request.MAX_VALUE_LENGTH
+    max_items: int = request.MAX_ITEMS
+    manifest_max_bytes: int = request.MANIFEST_MAX_BYTES
+    manifest_max_items: int = request.MANIFEST_MAX_ITEMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +140,7 @@ class PolicyRule:
     users: Tuple[str, ...] = ()
     groups: Tuple[str, ...] = ()
     projects: Tuple[str, ...] = ()
-    directions: Tuple[str, ...] = ("in", "out")
+    directions: Tuple[str, ...] = Direction.values()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -514,9 +516,9 @@ def _policy(v: _V, raw: Any, aliases: Mapping[str, str]) -> Tuple[PolicyRule, ..
                              f"collections: (known: {known})", got=entry)
             prefix = _template(v, prefix, epath, directory=True)
             allow.append(f"{coll}:{prefix}")
-        dirs = v.strings(r.get("directions", ["in", "out"]), f"{path}.directions")
+        dirs = v.strings(r.get("directions", list(Direction.values())), f"{path}.directions")
         for k, dname in enumerate(dirs):
-            if dname not in ("in", "out"):
+            if dname not in Direction.values():
                 raise v.fail(f"{path}.directions[{k}]", "must be in or out", got=dname)
         rules.append(PolicyRule(allow=tuple(allow), users=users, groups=groups,
                                 projects=projects, directions=dirs))

@@ -97,12 +97,12 @@ CRASHER = """
         k = 1 + n % 5
         with j.transaction(durable=(n % 4 == 0)):
             rid = j.add_request(job_id=f"{n}.srv", direction="in", owner="u", identity="u",
-                                raw="r", normalized="r", request_key=f"k{n}", state="waiting")
+                                raw="r", normalized="r", request_key=f"k{n}", state="pending")
             tid = j.create_transfer(identity="u", direction="in", source_collection="s",
                                     destination_collection="d", label=str(k))
             j.add_items(tid, [ItemSpec(rid, f"/s/{n}/{i}", f"/d/{n}/{i}") for i in range(k)])
             j.set_submission_id(tid, f"sub-{n}")
-            j.set_request_state(rid, "staging-in", message=f"transfer {tid}")
+            j.set_request_state(rid, "active", message=f"transfer {tid}")
             j.add_event(f"{n}.srv", "submit", transfer_id=tid, data={"items": k})
             j.set_meta("n", str(n))
         sys.stdout.write(f"{tid}\\n")

@@ -5,7 +5,7 @@ from pbs_globus_staging.decide import Action, JobView, PendingItem, RequestStatu
 
 def job(**kw):
     base = dict(job_id="7.srv", owner="alice", state="H", holds="s",
-                stage_state=states.STAGING_IN, stagein="/lus/alice/in/@theta:/~/in/")
+                stage_state=states.Stage.STAGING_IN, stagein="/lus/alice/in/@theta:/~/in/")
     base.update(kw)
     return JobView(**base)
 
@@ -18,7 +18,7 @@ def test_success_sets_state_before_releasing():
     acts = decide.stagein_actions(job(), RequestStatus(decide.SUCCEEDED, tasks=("t1",)),
                                   failure_policy="hold")
     assert [a.kind for a in acts][:2] == ["set_state", "release"]
-    assert acts[0].value == states.STAGED_IN and acts[0].reason == "t1"
+    assert acts[0].value == states.Stage.STAGED_IN and acts[0].reason == "t1"
 
 
 def test_success_keeps_user_hold_and_releases_only_s():
@@ -29,7 +29,7 @@ def test_success_keeps_user_hold_and_releases_only_s():
 
 
 def test_success_without_s_hold_does_not_release_again():
-    acts = decide.stagein_actions(job(holds="", state="Q", stage_state=states.STAGED_IN,
+    acts = decide.stagein_actions(job(holds="", state="Q", stage_state=states.Stage.STAGED_IN,
                                       comment="staging: stage-in done"),
                                   RequestStatus(decide.SUCCEEDED), failure_policy="hold")
     assert acts == []
@@ -44,7 +44,7 @@ def test_running_job_is_never_touched():
 def test_failure_hold_policy_keeps_job_held_with_reason():
     acts = decide.stagein_actions(job(), RequestStatus(decide.FAILED, "FILE_NOT_FOUND: /x"),
                                   failure_policy="hold")
-    assert ("set_state", states.STAGEIN_FAILED) in kinds(acts)
+    assert ("set_state", states.Stage.STAGEIN_FAILED) in kinds(acts)
     assert not any(a.kind in ("release", "delete") for a in acts)
     comment = [a.value for a in acts if a.kind == "comment"][0]
     assert "FILE_NOT_FOUND: /x" in comment
@@ -67,7 +67,7 @@ def test_failure_with_cleanup_submits_once_then_deletes():
     acts = decide.stagein_actions(job(), RequestStatus(decide.FAILED, "boom"),
                                   failure_policy="hold", cleanup="/home/alice/clean.sh")
     assert [a.kind for a in acts] == ["set_state", "submit_cleanup", "comment", "delete"]
-    again = decide.stagein_actions(job(stage_state=states.STAGEIN_FAILED),
+    again = decide.stagein_actions(job(stage_state=states.Stage.STAGEIN_FAILED),
                                    RequestStatus(decide.FAILED, "boom"), failure_policy="hold",
                                    cleanup="/home/alice/clean.sh", cleanup_done=True)
     assert "submit_cleanup" not in [a.kind for a in again]
@@ -77,7 +77,7 @@ def test_user_action_says_what_to_run():
     acts = decide.stagein_actions(job(), RequestStatus(decide.USER_ACTION, "expired",
                                                        action="globus-staging login"),
                                   failure_policy="hold")
-    assert ("set_state", states.USER_ACTION) in kinds(acts)
+    assert ("set_state", states.Stage.USER_ACTION) in kinds(acts)
     assert any(a.kind == "comment" and "globus-staging login" in a.value for a in acts)
     assert not any(a.kind == "release" for a in acts)
 
@@ -155,7 +155,7 @@ def test_dependency_hold_is_left_to_pbs():
     # substate 22: PBS holds the job ('s') for an unmet dependency and lifts it itself
     acts = decide.stagein_actions(job(substate=22), RequestStatus(decide.SUCCEEDED),
                                   failure_policy="hold")
-    assert ("set_state", states.STAGED_IN) in kinds(acts)
+    assert ("set_state", states.Stage.STAGED_IN) in kinds(acts)
     assert not any(a.kind == "release" for a in acts)
 
 

@@ -29,7 +29,7 @@ def test_no_request_is_untouched(config):
 def test_good_stagein_is_held_waiting(config):
     a = hookcore.queuejob(stagein=GOOD, stageout=None, user="alice", config=config)
     assert a.reject is None and a.add_system_hold
-    assert a.resources == {states.RES_STATE: states.WAITING}
+    assert a.resources == {states.RES_STATE: states.Stage.WAITING}
 
 
 def test_stageout_only_is_not_held(config):
@@ -91,16 +91,16 @@ def test_load_config_roundtrip_and_cache(tmp_path):
 
 def test_modifyjob_revalidates_while_waiting(config):
     ok = hookcore.modifyjob(new_stagein="/lus/alice/other/@theta-dtn:/~/x/", new_stageout=None,
-                            state=states.WAITING, job_state="H", owner="alice",
+                            state=states.Stage.WAITING, job_state="H", owner="alice",
                             had_stagein=True, config=config)
     assert ok.reject is None
-    bad = hookcore.modifyjob(new_stagein="garbage", new_stageout=None, state=states.WAITING,
+    bad = hookcore.modifyjob(new_stagein="garbage", new_stageout=None, state=states.Stage.WAITING,
                              job_state="H", owner="alice", had_stagein=True, config=config)
     assert bad.reject.startswith("stagein_globus: ")
 
 
 def test_modifyjob_refused_after_staging_started(config):
-    a = hookcore.modifyjob(new_stagein=GOOD, new_stageout=None, state=states.STAGING_IN,
+    a = hookcore.modifyjob(new_stagein=GOOD, new_stageout=None, state=states.Stage.STAGING_IN,
                            job_state="H", owner="alice", had_stagein=True, config=config)
     assert a.reject and "staging has started" in a.reject
 
@@ -108,20 +108,20 @@ def test_modifyjob_refused_after_staging_started(config):
 def test_modifyjob_adding_stagein_holds(config):
     a = hookcore.modifyjob(new_stagein=GOOD, new_stageout=None, state=None, job_state="Q",
                            owner="alice", had_stagein=False, config=config)
-    assert a.add_system_hold and a.resources[states.RES_STATE] == states.WAITING
+    assert a.add_system_hold and a.resources[states.RES_STATE] == states.Stage.WAITING
 
 
 def test_modifyjob_agent_state_update_passes(config):
-    assert hookcore.modifyjob(new_stagein=None, new_stageout=None, state=states.WAITING,
+    assert hookcore.modifyjob(new_stagein=None, new_stageout=None, state=states.Stage.WAITING,
                               job_state="H", owner="alice", had_stagein=True,
                               config=None) is hookcore.ACCEPT
 
 
 def test_runjob_guard():
-    a = hookcore.runjob(stagein=GOOD, state=states.STAGING_IN, tasks="")
+    a = hookcore.runjob(stagein=GOOD, state=states.Stage.STAGING_IN, tasks="")
     assert a.reject and a.add_system_hold
     assert hookcore.runjob(stagein=GOOD, state=None, tasks=None).reject
-    ok = hookcore.runjob(stagein=GOOD, state=states.STAGED_IN, tasks="t1+t2")
+    ok = hookcore.runjob(stagein=GOOD, state=states.Stage.STAGED_IN, tasks="t1+t2")
     assert ok.reject is None
     assert ok.env["GLOBUS_STAGEIN_TASKS"] == "t1:t2"
     assert ok.env["GLOBUS_STAGEIN_PATHS"] == "/lus/alice/in/"
@@ -130,7 +130,7 @@ def test_runjob_guard():
 
 def test_runjob_subjob_uses_parent_state():
     assert hookcore.runjob(stagein=GOOD, state=None, tasks=None,
-                           parent_state=states.STAGED_IN).reject is None
+                           parent_state=states.Stage.STAGED_IN).reject is None
 
 
 def test_merged_holds_order():

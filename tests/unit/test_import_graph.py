@@ -136,6 +136,30 @@ def test_the_entry_point_is_imported_by_no_product_module():
     assert importers == ["pbs_globus_staging.__main__"]
 
 
+def test_mail_imports_nothing_of_alerts():
+    """alerts (a package since issue 13) uses mail as its transport, never back."""
+    graph = import_graph(PACKAGE_DIR, "pbs_globus_staging")
+    alerts_mods = {m for m in graph if m == "pbs_globus_staging.alerts"
+                   or m.startswith("pbs_globus_staging.alerts.")}
+    assert len(alerts_mods) > 1 and "pbs_globus_staging.mail" in graph
+    assert any("pbs_globus_staging.mail" in graph[m] for m in alerts_mods)
+    assert not graph["pbs_globus_staging.mail"] & alerts_mods
+
+
+def test_a_cycle_through_a_package_reexport_is_found(tmp_path):
+    """alerts/ and credentials/ re-export their submodules' names: a submodule
+    that took a name from the package (not from its sibling) would close a cycle."""
+    _write(tmp_path, {
+        "__init__.py": "",
+        "alerts/__init__.py": "from .engine import Engine\nfrom .rules import Rule\n",
+        "alerts/rules.py": "X = 1\n",
+        "alerts/engine.py": "from . import Rule\n",          # the package, not .rules
+        "mail.py": "from .alerts.rules import X\n",   # into a leaf submodule: no cycle
+    })
+    assert describe(cycles(import_graph(tmp_path, "pkg"))) == \
+        "pkg.alerts -> pkg.alerts.engine -> pkg.alerts"
+
+
 def _write(root: Path, files: Dict[str, str]) -> None:
     for rel, text in files.items():
         p = root / rel

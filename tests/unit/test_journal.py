@@ -37,7 +37,7 @@ def j(jpath):
 def _request(j, job_id="1.srv", direction="in", **kw):
     args = dict(job_id=job_id, direction=direction, owner="alice", identity="alice",
                 raw="/lus/in/@dtn:/data/", normalized="/lus/in/@dtn:/data/",
-                request_key="key-" + job_id, state="waiting", now=T0)
+                request_key="key-" + job_id, state="pending", now=T0)
     args.update(kw)
     return j.add_request(**args)
 
@@ -174,7 +174,7 @@ CREATE TABLE obits (job_id TEXT PRIMARY KEY, exit_status INTEGER, time REAL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 INSERT INTO jobs (job_id, owner, first_seen) VALUES ('7.srv', 'bob', 1.0);
 INSERT INTO requests (job_id, direction, owner, identity, raw, normalized, request_key, state)
-  VALUES ('7.srv', 'in', 'bob', 'bob', 'r', 'n', 'k', 'staging-in');
+  VALUES ('7.srv', 'in', 'bob', 'bob', 'r', 'n', 'k', 'active');
 INSERT INTO transfers (identity, direction, submission_id, task_id, status)
   VALUES ('bob', 'in', 'sub-7', 'task-7', 'active');
 INSERT INTO transfer_items (transfer_id, request_id, source_path, destination_path)
@@ -194,13 +194,13 @@ def _make_v1(path):
 def test_v1_file_is_migrated_and_keeps_its_data(jpath):
     _make_v1(jpath)
     with Journal.open(jpath) as jr:
-        assert jr.schema_version == journal.SCHEMA_VERSION == 3
+        assert jr.schema_version == journal.SCHEMA_VERSION == 4
         t = jr.transfer_by_task_id("task-7")
         assert t.submission_id == "sub-7" and t.status == "active"
         assert t.orphaned_since is None and t.cancel_requested is None
         jr.update_transfer(t.transfer_id, orphaned_since=5.0, cancel_requested=6.0)
         assert jr.get_transfer(t.transfer_id).cancel_requested == 6.0
-        assert jr.requests_for_job("7.srv")[0].state == "staging-in"
+        assert jr.requests_for_job("7.srv")[0].state == "active"
         assert [i.source_path for i in jr.items_for_request(1)] == ["/a"]
         assert jr.mark_alert("stuck", "7.srv", at=10.0).count == 1
         cid = jr.start_cycle(now=1.0)
@@ -210,7 +210,7 @@ def test_v1_file_is_migrated_and_keeps_its_data(jpath):
         assert jr.integrity_check() == []
     # A second open has nothing to do.
     with Journal.open(jpath) as jr:
-        assert jr.schema_version == 3
+        assert jr.schema_version == 4
 
 
 def test_readonly_open_of_old_file_says_to_migrate(jpath):
@@ -223,8 +223,8 @@ def test_failing_migration_rolls_back_whole(jpath, monkeypatch):
     Journal.open(jpath).close()
     bad = ("CREATE TABLE newthing (x)", "ALTER TABLE nosuchtable ADD COLUMN y")
     current = journal.SCHEMA_VERSION
-    monkeypatch.setattr(journal, "MIGRATIONS", journal.MIGRATIONS + (bad,))
-    monkeypatch.setattr(journal, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setattr(journal.schema, "MIGRATIONS", journal.MIGRATIONS + (bad,))
+    monkeypatch.setattr(journal.schema, "SCHEMA_VERSION", current + 1)
     with pytest.raises(JournalError, match="nosuchtable"):
         Journal.open(jpath)
     con = sqlite3.connect(jpath)
@@ -315,7 +315,7 @@ def test_one_request_per_job_and_direction(j):
     with pytest.raises(sqlite3.IntegrityError):   # the schema itself forbids a second one
         j._conn.execute(
             "INSERT INTO requests (job_id, direction, owner, identity, raw, normalized,"
-            " request_key, state) VALUES ('1.srv', 'in', 'a', 'a', 'r', 'n', 'k', 's')")
+            " request_key, state) VALUES ('1.srv', 'in', 'a', 'a', 'r', 'n', 'k', 'pending')")
     with pytest.raises(ValueError, match="direction"):
         _request(j, direction="sideways")
 
@@ -324,14 +324,14 @@ def test_request_state_filters_and_attempts(j):
     a = _request(j, "1.srv", request_key="same")
     b = _request(j, "2.srv", request_key="same")
     c = _request(j, "3.srv", direction="out")
-    j.set_request_state(a, "staging-in", message="task abc", now=T0 + 1)
-    j.set_request_state(b, "waiting", message="globus busy", next_attempt=T0 + 60,
+    j.set_request_state(a, "active", message="task abc", now=T0 + 1)
+    j.set_request_state(b, "pending", message="globus busy", next_attempt=T0 + 60,
                         count_attempt=True, now=T0 + 1)
-    j.set_request_state(b, "waiting", next_attempt=T0 + 120, count_attempt=True, now=T0 + 2)
+    j.set_request_state(b, "pending", next_attempt=T0 + 120, count_attempt=True, now=T0 + 2)
     rb = j.get_request(b)
     assert (rb.attempts, rb.next_attempt, rb.message, rb.updated) == (2, T0 + 120, None, T0 + 2)
-    assert [r.request_id for r in j.requests(state="waiting")] == [b, c]
-    assert [r.request_id for r in j.requests(state="waiting", due=T0 + 100)] == [c]
+    assert [r.request_id for r in j.requests(state="pending")] == [b, c]
+    assert [r.request_id for r in j.requests(state="pending", due=T0 + 100)] == [c]
     assert [r.request_id for r in j.requests(direction="out")] == [c]
     assert [r.request_id for r in j.find_requests_by_key("same")] == [a, b]
     j.update_request(a, raw="new", normalized="new", request_key="k2")
@@ -651,9 +651,11 @@ def test_settled_jobs_that_left_pbs_become_history_and_are_pruned(j):
     for job in ("1.s", "2.s", "3.s"):
         j.upsert_job(job, owner="alice", now=100.0)
     a = j.add_request(job_id="1.s", direction="in", owner="alice", identity="alice", raw="r",
-                      normalized="r", request_key="k1", state="succeeded", now=100.0)
-    j.add_request(job_id="2.s", direction="in", owner="alice", identity="alice", raw="r",
-                  normalized="r", request_key="k2", state="active", now=100.0)
+                      normalized="r", request_key="k1", state="pending", now=100.0)
+    j.set_request_state(a, "succeeded", now=100.0)
+    b = j.add_request(job_id="2.s", direction="in", owner="alice", identity="alice", raw="r",
+                      normalized="r", request_key="k2", state="pending", now=100.0)
+    j.set_request_state(b, "active", now=100.0)
     j.mark_job_seen(["3.s"], now=200.0)
     n = j.mark_settled_jobs_gone(seen_before=200.0,
                                  final_states=("succeeded", "failed", "skipped", "canceled"),

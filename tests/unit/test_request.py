@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import shutil
 import tempfile
@@ -372,7 +373,7 @@ def test_request_key_stable_and_sensitive():
 def test_request_key_is_pinned():
     # A changed key would make the agent forget in-flight requests across an upgrade.
     assert request_key(pin("/lus/a/in/@theta-dtn:/~/in/"), identity="alice") == \
-        request.hashlib.sha256(
+        hashlib.sha256(
             b'[1,"alice","in","/lus/a/in/@theta-dtn:/~/in/"]').hexdigest()
 
 

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import decide
 from ..decide import JobView
+from ..events import History
+from ..states import LIVE_TRANSFER, TRANSFER_STATUS_OF, Direction, Request
 from ..services import (EXIT_BAD, EXIT_NOTFOUND, EXIT_OK, CliExit, acting_admin, emit,
                         load_site, make_backend, open_journal, require_root)
 from .show import resolve_job_id
 
-LIVE = ("new", "submitting", "active", "inactive")
-OUTCOME_STATUS = {"done": "succeeded", "fatal": "failed", "waiting_for_user": "inactive",
-                   "running": "active", "transient": "active"}
+LIVE = LIVE_TRANSFER
+OUTCOME_STATUS = TRANSFER_STATUS_OF
 
 
 # ------------------------------------------------------------------ plumbing
@@ -124,7 +124,7 @@ def replaced_events(ctx: Ctx, job_id: str, req: Any, tids: Sequence[int], why: s
                      now: float) -> None:
     for tid in tids:
         t = ctx.journal.get_transfer(tid)
-        ctx.journal.add_event(job_id, "transfer_replaced",
+        ctx.journal.add_event(job_id, History.TRANSFER_REPLACED,
                               f"Globus task {t.task_id or '(unsubmitted)'} ({t.status}) no "
                               f"longer counts for this job: {why}",
                               request_id=req.request_id, transfer_id=tid, at=now,
@@ -134,11 +134,11 @@ def replaced_events(ctx: Ctx, job_id: str, req: Any, tids: Sequence[int], why: s
 def restore_stageout(ctx: Ctx, job_id: str, reqs: Dict[str, Any], now: float) -> bool:
     """A stage-out skipped because the stage-in failed is wanted again once
     the job may run after all."""
-    so = reqs.get("out")
-    if so is None or so.state != decide.SKIPPED:
+    so = reqs.get(Direction.OUT)
+    if so is None or so.state != Request.SKIPPED:
         return False
-    ctx.journal.set_request_state(so.request_id, decide.WAITING_EXIT, now=now)
-    ctx.journal.add_event(job_id, "stageout_restored",
+    ctx.journal.set_request_state(so.request_id, Request.WAITING_EXIT, now=now)
+    ctx.journal.add_event(job_id, History.STAGEOUT_RESTORED,
                           "stage-out will run after the job ends (stage-in retried by admin)",
                           request_id=so.request_id, at=now, data={"by": ctx.by})
     return True

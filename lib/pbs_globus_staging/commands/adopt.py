@@ -8,7 +8,9 @@ import time
 import uuid
 from typing import Any
 
-from .. import decide, states
+from .. import states
+from ..events import History
+from ..states import Direction, Outcome, Request, Stage, Transfer
 from ..errors import FatalError, WaitingForUser
 from ..journal import ItemSpec
 from ..services import EXIT_BAD, EXIT_NOTFOUND, EXIT_USAGE, CliExit, with_json
@@ -40,10 +42,10 @@ def _adopt(ctx: Ctx) -> int:
     task_id = ctx.args.task_id
     job_id = ctx.job_id()
     reqs = ctx.requests(job_id)
-    req = reqs.get("in")
+    req = reqs.get(Direction.IN)
     if req is None:
         raise CliExit(EXIT_NOTFOUND, f"job {job_id} has no stage-in request")
-    if req.state == decide.SUCCEEDED:
+    if req.state == Request.SUCCEEDED:
         raise CliExit(EXIT_BAD, f"the stage-in of job {job_id} has already succeeded")
     current = ctx.journal.transfers_for_request(req.request_id)
     if any(t.task_id == task_id for t in current):
@@ -69,14 +71,14 @@ def _adopt(ctx: Ctx) -> int:
         raise CliExit(EXIT_BAD, f"cannot look at Globus task {task_id} as {req.identity}: "
                                 f"{exc}") from None
     outcome = getattr(rep.outcome, "value", str(rep.outcome))
-    if outcome == "fatal":
+    if outcome == Outcome.FATAL:
         raise CliExit(EXIT_BAD, f"Globus task {task_id} has {rep.status or 'failed'}"
                                 f"{': ' + rep.message if rep.message else ''}; adopting it "
                                 "would fail the stage-in")
     # PBS first: held, and marked as staging so the user cannot change the request.
     if "s" not in view.holds:
         ctx.pbs.hold(job_id, hold="s")
-    ctx.pbs.alter(job_id, resources={states.RES_STATE: states.STAGING_IN,
+    ctx.pbs.alter(job_id, resources={states.RES_STATE: Stage.STAGING_IN,
                                      states.RES_TASKS: task_id},
                   comment=f"staging: waiting on Globus task {task_id[:8]} (adopted by admin)")
     now = time.time()
@@ -86,17 +88,17 @@ def _adopt(ctx: Ctx) -> int:
         replaced_events(ctx, job_id, req, tids, f"admin {ctx.by} adopted task {task_id}", now)
         if existing is None:
             tid = ctx.journal.create_transfer(
-                identity=req.identity, direction="in", source_collection="",
+                identity=req.identity, direction=Direction.IN, source_collection="",
                 destination_collection="", options={}, label=rep.label or "", deadline=None,
-                task_id=task_id, grafted=True, status=OUTCOME_STATUS.get(outcome, "active"),
+                task_id=task_id, grafted=True, status=OUTCOME_STATUS.get(outcome, Transfer.ACTIVE),
                 now=now)
         else:
             tid = existing.transfer_id
         # The same placeholder item the agent writes for a task= graft.
         ctx.journal.add_items(tid, [ItemSpec(req.request_id, f"task={task_id}", f"task={task_id}",
                                              False)])
-        ctx.journal.set_request_state(req.request_id, decide.ACTIVE, now=now)
-        ctx.journal.add_event(job_id, "admin_adopt",
+        ctx.journal.set_request_state(req.request_id, Request.ACTIVE, now=now)
+        ctx.journal.add_event(job_id, History.ADMIN_ADOPT,
                               f"stage-in now waits on Globus task {task_id} (adopted by "
                               f"{ctx.by}{': ' + reason if reason else ''})",
                               request_id=req.request_id, transfer_id=tid, at=now,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any, List, Tuple
 
-from .. import decide
+from ..events import History
+from ..states import FINAL_REQUEST, Direction, Item, Request, Transfer
 from ..errors import WaitingForUser
 from ..services import EXIT_BAD, EXIT_RETRY, CliExit, with_json
 from .admin import Ctx, drop_items, live_transfers, replaced_events, run_admin
@@ -21,7 +22,7 @@ def register(sub) -> None:
                     "serves other jobs, or the user's own grafted task, is left running and "
                     "only detached from this job."))
     c.add_argument("jobid")
-    c.add_argument("--direction", choices=("in", "out"))
+    c.add_argument("--direction", choices=Direction.values())
     c.add_argument("--reason", help="recorded with the cancel")
     c.set_defaults(func=cmd_cancel)
 
@@ -34,7 +35,7 @@ def _cancel(ctx: Ctx) -> int:
     job_id = ctx.job_id()
     reqs = ctx.requests(job_id)
     targets = [r for d, r in sorted(reqs.items())
-               if r.state not in decide.FINAL and r.state != decide.WAITING_EXIT
+               if r.state not in FINAL_REQUEST and r.state != Request.WAITING_EXIT
                and (ctx.args.direction is None or d == ctx.args.direction)]
     if not targets:
         now_states = ", ".join(f"stage-{d} {r.state}" for d, r in sorted(reqs.items()))
@@ -44,7 +45,7 @@ def _cancel(ctx: Ctx) -> int:
     plan: List[Tuple[Any, Any, bool]] = []
     for req in targets:
         for t in live_transfers(ctx, req):
-            if t.status in ("new", "submitting") and t.submission_id and not t.task_id:
+            if t.status == Transfer.NEW and t.submission_id and not t.task_id:
                 raise CliExit(EXIT_RETRY, f"the agent is submitting the transfer of job "
                                           f"{job_id} right now; try again in a minute")
             others = set()
@@ -52,7 +53,7 @@ def _cancel(ctx: Ctx) -> int:
                 if item.request_id is None or item.request_id == req.request_id:
                     continue
                 other = ctx.journal.get_request(item.request_id)
-                if other is not None and other.state not in decide.FINAL:
+                if other is not None and other.state not in FINAL_REQUEST:
                     others.add(other.job_id)
             plan.append((req, t, bool(others) or bool(t.grafted)))
     canceled = []
@@ -76,22 +77,22 @@ def _cancel(ctx: Ctx) -> int:
                                  "it also serves other jobs (or is the user's own task), so "
                                  "it was left running; " + msg, now)
             else:
-                ctx.journal.update_transfer(t.transfer_id, status="canceled", message=msg,
+                ctx.journal.update_transfer(t.transfer_id, status=Transfer.CANCELED, message=msg,
                                             cancel_requested=now, now=now)
-                ctx.journal.set_transfer_outcome(t.transfer_id, "failed", message=msg)
+                ctx.journal.set_transfer_outcome(t.transfer_id, Item.FAILED, message=msg)
         for req in targets:
-            ctx.journal.set_request_state(req.request_id, decide.FAILED, message=msg, now=now)
-            ctx.journal.add_event(job_id, "admin_cancel", f"stage-{req.direction} {msg}",
+            ctx.journal.set_request_state(req.request_id, Request.FAILED, message=msg, now=now)
+            ctx.journal.add_event(job_id, History.ADMIN_CANCEL, f"stage-{req.direction} {msg}",
                                   request_id=req.request_id, at=now,
                                   data={"by": ctx.by, "reason": reason,
                                         "canceled_tasks": canceled})
-            so = reqs.get("out")
-            if req.direction == "in" and so is not None and so.state == decide.WAITING_EXIT \
+            so = reqs.get(Direction.OUT)
+            if req.direction == Direction.IN and so is not None and so.state == Request.WAITING_EXIT \
                     and so not in targets:
                 # As when a stage-in fails: the job will not run, so neither will its stage-out.
-                ctx.journal.set_request_state(so.request_id, decide.SKIPPED,
+                ctx.journal.set_request_state(so.request_id, Request.SKIPPED,
                                               message="the stage-in was canceled", now=now)
-                ctx.journal.add_event(job_id, "stageout_skipped",
+                ctx.journal.add_event(job_id, History.STAGEOUT_SKIPPED,
                                       "stage-out skipped: the stage-in was canceled by admin",
                                       request_id=so.request_id, at=now)
     kept = [t.task_id for _r, t, keep in plan if keep and t.task_id]

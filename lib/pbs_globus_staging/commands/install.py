@@ -36,8 +36,9 @@ def installer_inputs(args):
     plan = installer.make_plan(hook_config=cf_path, periodic_freq=args.freq,
                                periodic_alarm=args.alarm)
     periodic_attrs = dict(plan.hooks[-1][2])
-    alarm = float(periodic_attrs.get("alarm", 60))
-    freq = float(periodic_attrs.get("freq", 30))
+    # the periodic hook's .HK holds both (or --alarm/--freq replaced them): one place
+    alarm = float(periodic_attrs["alarm"])
+    freq = float(periodic_attrs["freq"])
     # The run must end before the next one is due, or PBS skips that one and
     # the release lag doubles: leave the interpreter start-up some room.
     budget = installer.run_budget(cfg.agent.cycle_budget, freq=freq, alarm=alarm)

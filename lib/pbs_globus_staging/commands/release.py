@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import decide, states
+from .. import states
+from ..events import History
+from ..states import Direction, Request, Stage
 from ..services import EXIT_USAGE, CliExit, with_json
 from .admin import Ctx, restore_stageout, run_admin
 
@@ -35,22 +37,22 @@ def cmd_release(args: Any) -> int:
 def _release(ctx: Ctx) -> int:
     job_id = ctx.job_id()
     reqs = ctx.requests(job_id)
-    req = reqs.get("in")
+    req = reqs.get(Direction.IN)
     view = ctx.live_job(job_id, "release")
     msg = f"released by admin {ctx.by}: {ctx.args.reason}"
     now = time.time()
     with ctx.journal.transaction():
-        if req is not None and req.state != decide.SUCCEEDED:
+        if req is not None and req.state != Request.SUCCEEDED:
             # The agent would otherwise put the hold back (a failed or running
             # stage-in keeps a job held): mark it done, by whom and why.
-            ctx.journal.set_request_state(req.request_id, decide.SUCCEEDED, message=msg, now=now)
+            ctx.journal.set_request_state(req.request_id, Request.SUCCEEDED, message=msg, now=now)
         restore_stageout(ctx, job_id, reqs, now)
-        ctx.journal.add_event(job_id, "admin_release", f"forced release: {msg}",
+        ctx.journal.add_event(job_id, History.ADMIN_RELEASE, f"forced release: {msg}",
                               request_id=req.request_id if req is not None else None, at=now,
                               data={"by": ctx.by, "reason": ctx.args.reason,
                                     "previous_state": req.state if req is not None else None})
     # The state word first: the runjob guard lets the job run only on it.
-    ctx.pbs.alter(job_id, resources={states.RES_STATE: states.STAGED_IN},
+    ctx.pbs.alter(job_id, resources={states.RES_STATE: Stage.STAGED_IN},
                   comment=f"staging: released by admin {ctx.by}: {ctx.args.reason}")
     released = "s" in view.holds
     if released:

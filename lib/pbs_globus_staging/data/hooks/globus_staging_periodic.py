@@ -18,9 +18,10 @@ try:
     with open(pbs.hook_config_filename or "", encoding="utf-8") as fh:
         conf = json.load(fh)
     python = conf["python"]
-    budget = float(conf.get("cycle_budget", 15))
-    alarm = float(conf.get("alarm", 30))
-    serve = bool(((conf.get("site") or {}).get("agent") or {}).get("serve", False))
+    # installer.hook_config writes all three: their defaults live in siteconfig only
+    budget = float(conf["cycle_budget"])
+    alarm = float(conf["alarm"])
+    serve = bool(conf["site"]["agent"]["serve"])
     state_dir = os.path.dirname(str(conf.get("journal") or ""))
 except Exception as exc:
     pbs.logmsg(pbs.LOG_ERROR, "globus_staging: periodic hook config unusable: %s" % (exc,))
