@@ -14,7 +14,9 @@ tier first so that no long test starts last."""
 import compileall
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,13 +43,35 @@ ONE_WORKER = (
 TIER_ORDER = ("e2e", "integration", "unit", "real")
 
 
+@pytest.hookimpl(tryfirst=True)       # before the tmp_path factory reads basetemp
 def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        return
+    if config.getoption("numprocesses", None) and not config.option.basetemp:
+        # xdist puts each worker's tmp_path one level deeper (.../popen-gw0/);
+        # some e2e tests assert words a PBS comment carries after a tmp path, and
+        # PBS comments are cut at 200 characters.  A short base keeps the paths
+        # no longer than a serial run's (/tmp/pytest-of-USER/pytest-N/...).
+        config.option.basetemp = tempfile.mkdtemp(prefix="pgs-")
+        config._pgs_short_basetemp = config.option.basetemp
+    _byte_compile()
+
+
+def pytest_unconfigure(config):
+    base = getattr(config, "_pgs_short_basetemp", None)
+    if base and getattr(config, "_pgs_exitstatus", 1) == 0:    # kept when a test failed
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._pgs_exitstatus = exitstatus
+
+
+def _byte_compile():
     """Byte-compile the packages once per run: the agent, the hooks, the CLI and
     the PBS double's commands run as hundreds of short Python subprocesses, and
     with PYTHONDONTWRITEBYTECODE set (as on this machine) each of them would
     otherwise recompile every module changed since the last compile (~0.5 s)."""
-    if hasattr(config, "workerinput"):         # the xdist controller did it
-        return
     for name in ("pbs_globus_staging", "pbs_globus_staging_sim"):
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
