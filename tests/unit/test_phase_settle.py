@@ -137,3 +137,17 @@ def test_an_admin_cancel_of_a_stageout_is_not_retried(make_site):
     s.backend.fail(t.task_id, "CANCELED_BY_ADMIN", "canceled by the endpoint's admin")
     cycle(s)
     assert s.request(jid, "out").state == decide.FAILED
+
+
+def test_an_expired_login_leaves_a_request_already_final_alone(site):
+    """An admin released the job (stage-in SUCCEEDED) while its task still ran,
+    then Globus suspended the task: the finished request does not go back to
+    user-action (REQUEST_TRANSITIONS forbids it), and nothing raises."""
+    jid, t = submitted(site, site.stagein("alice", "a.dat"))
+    rid = site.request(jid).request_id
+    site.journal.set_request_state(rid, decide.SUCCEEDED, message="released by admin")
+    settle.transfer_needs_user(site.ctx, t, "credentials expired", "globus-staging login",
+                               now=site.clock())
+    req = site.request(jid)
+    assert (req.state, req.message) == (decide.SUCCEEDED, "released by admin")
+    assert "user_action" not in site.kinds(jid)
