@@ -33,7 +33,7 @@ def test_a_failed_stagein_holds_the_job_with_the_reason_and_never_releases_it(si
     assert req.state == decide.FAILED and "FILE_NOT_FOUND" in req.message
     job = site.job(jid)
     assert job["Hold_Types"] == "s" and job["job_state"] == "H"
-    assert site.fake.state_word(jid) == states.STAGEIN_FAILED
+    assert site.fake.state_word(jid) == states.Stage.STAGEIN_FAILED
     assert job["comment"].startswith("staging: stage-in FAILED: FILE_NOT_FOUND")
     assert site.fake.calls["qrls"] == 0
     assert "stagein_failed" in site.alert_kinds()
@@ -75,7 +75,7 @@ def test_success_releases_only_once_every_item_is_known_to_have_arrived(site):
     settle.apply_stagein(site.ctx, site.settling, site.views, [site.views.get(jid)])
     assert site.request(jid).state == decide.SUCCEEDED
     assert site.fake.calls["qrls"] == 1 and site.job(jid)["Hold_Types"] == "n"
-    assert site.fake.state_word(jid) == states.STAGED_IN
+    assert site.fake.state_word(jid) == states.Stage.STAGED_IN
     # the state word went to PBS before the hold was released
     assert site.kinds(jid)[-1] == "released"
 

@@ -276,7 +276,7 @@ def apply(ctx: Context, st: SettleState, views: Views, view: JobView,
 
 def set_job_state(ctx: Context, views: Views, view: JobView, word: str) -> bool:
     try:
-        comment = "staging: stage-in starting" if word == states.STAGING_IN else None
+        comment = "staging: stage-in starting" if word == states.Stage.STAGING_IN else None
         ctx.pbs.alter(view.job_id, resources={states.RES_STATE: word}, comment=comment)
     except JobGone:
         return False
