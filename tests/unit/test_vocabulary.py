@@ -82,8 +82,9 @@ EXEMPT = {"states.py", "events.py"}
 DOUBLES = ("testing/", "emulator/", "demo.py")
 
 # TEMPORARY: files other engineers own, with the literals they still spell
-# (engineer "agent": agent.py, phases/*; engineer "split": alerts*, request*,
-# credentials*, globus_backend*).  Shrink these as the literals go; never grow them.
+# (engineer "agent": agent.py, phases/*; engineer "split"'s alerts/, request/,
+# credentials/, globus_* and userfiles are clean).  Shrink these as the literals go;
+# never grow them.
 ALLOWED: Dict[str, Dict[str, int]] = {
     "agent.py": {
         "FAILED": 1, "active": 1, "admin_release": 1, "agent_error": 1, "agent_unhealthy": 2,
@@ -92,21 +93,6 @@ ALLOWED: Dict[str, Dict[str, int]] = {
         "job_started": 2, "new": 1, "out": 3, "pbs_error": 1, "pending": 3, "released": 2,
         "running": 3, "seen": 2, "slow": 1, "stageout_requested": 1, "stageout_retry": 2,
         "stageout_skipped": 2, "succeeded": 3, "transfer_canceled": 1, "user_action": 5},
-    "alerts/engine.py": {
-        "agent_unhealthy": 1, "globus_unreachable": 1, "slow": 1, "stagein_failed": 1,
-        "stageout_failed": 1, "user_action": 1},
-    "alerts/event.py": {
-        "agent_unhealthy": 1, "globus_unreachable": 1, "job_deleted": 1, "slow": 1,
-        "stagein_failed": 1, "stagein_submitted": 1, "stagein_succeeded": 1,
-        "stageout_failed": 1, "stageout_submitted": 1, "stageout_succeeded": 1,
-        "user_action": 1},
-    "alerts/rules.py": {
-        "agent_unhealthy": 1, "globus_unreachable": 1, "job_deleted": 1, "slow": 1,
-        "stagein_failed": 1, "stageout_failed": 1, "user_action": 1},
-    "alerts/sink.py": {"agent_unhealthy": 1, "globus_unreachable": 1, "slow": 1,
-                       "user_action": 1},
-    "globus_backend.py": {"ACTIVE": 4, "FAILED": 1, "INACTIVE": 4, "SUCCEEDED": 1},
-    "request.py": {"in": 1, "out": 1},          # its own Direction enum (rule h)
 }
 PERMANENT = {
     # The guard without the package (see the hook): one word, and it is checked
