@@ -1,6 +1,6 @@
 """The agent's settings have one default each, in ``siteconfig.AgentSettings``:
-the agent reads every setting through ``Agent._agent(name)`` with no fallback of
-its own, and site.yaml's ``agent:`` accepts and keeps every one of them."""
+the agent reads every setting through ``ctx.setting(name)`` (``Agent._agent``)
+with no fallback of its own, and site.yaml's ``agent:`` accepts and keeps every one of them."""
 from __future__ import annotations
 
 import ast
@@ -18,14 +18,18 @@ LIB = Path(siteconfig.__file__).resolve().parent
 FIELDS = {f.name: f.default for f in dataclasses.fields(AgentSettings)}
 
 
+AGENT_FILES = [LIB / "agent.py"] + sorted((LIB / "phases").glob("*.py"))
+
+
 def agent_reads():
-    """Every ``self._agent(...)`` call in agent.py: (line, args, keywords)."""
-    tree = ast.parse((LIB / "agent.py").read_text())
+    """Every ``ctx.setting(...)`` / ``self._agent(...)`` call of the agent (agent.py
+    and its phases): (file, node)."""
     calls = []
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "_agent"):
-            calls.append(node)
+    for path in AGENT_FILES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("_agent", "setting")):
+                calls.append((path.name, node))
     return calls
 
 
@@ -33,8 +37,8 @@ def test_every_key_the_agent_reads_has_exactly_one_default():
     calls = agent_reads()
     assert len(calls) >= 15
     names = set()
-    for call in calls:
-        where = f"agent.py line {call.lineno}"
+    for fname, call in calls:
+        where = f"{fname} line {call.lineno}"
         # a second argument would be a second default, free to drift from siteconfig's
         assert len(call.args) == 1 and not call.keywords, where
         assert isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str), where
@@ -48,7 +52,7 @@ def test_every_key_the_agent_reads_has_exactly_one_default():
 
 def test_no_other_fallback_in_the_product():
     """The same defaults written a second time elsewhere, e.g. ``cycle_budget or 15``."""
-    pattern = re.compile(r"\.agent\.(\w+)\s+or\s+[0-9]|_agent\(\s*['\"]\w+['\"]\s*,")
+    pattern = re.compile(r"\.agent\.(\w+)\s+or\s+[0-9]|(_agent|\.setting)\(\s*['\"]\w+['\"]\s*,")
     hits = [f"{p.name}: {m.group(0)}" for p in LIB.rglob("*.py")
             for m in pattern.finditer(p.read_text())]
     assert hits == []

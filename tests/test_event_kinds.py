@@ -15,31 +15,28 @@ from pbs_globus_staging.alerts import StagingEvent, parse_rules
 from pbs_globus_staging.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-AGENT = REPO / "lib" / "pbs_globus_staging" / "agent.py"
+LIB = REPO / "lib" / "pbs_globus_staging"
+AGENT_FILES = [LIB / "agent.py"] + sorted((LIB / "phases").glob("*.py"))
 DIRECTIONS = ("in", "out")
 
 
-_DIRECTION_TABLES = ("REQUESTED", "SUBMITTED", "SUCCEEDED", "FAILED", "DEFERRED", "GRAFTED",
-                     "ADOPTED", "RESUMED", "ACTIVE")
+def _assigns(path):
+    found = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    found.setdefault(t.id, []).append(node.value)
+    return found
+
+
+DECIDE_ASSIGNS = _assigns(LIB / "decide" / "outcomes.py")
 
 
 def _values(node, assigns):
     """The strings an expression of the agent can be (over-approximated)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {node.value}
-    # The vocabulary's own spellings: Kind.X / events.Kind.X, and the
-    # per-direction tables events.SUBMITTED[direction] (or SUBMITTED[...]).
-    if isinstance(node, ast.Attribute) and (
-            isinstance(node.value, ast.Name) and node.value.id in ("Kind", "History")
-            or isinstance(node.value, ast.Attribute) and node.value.attr in ("Kind", "History")):
-        enum_cls = events.Kind if "Kind" in (getattr(node.value, "id", None),
-                                             getattr(node.value, "attr", None)) else events.History
-        return {enum_cls[node.attr].value}
-    if isinstance(node, ast.Subscript):
-        table = node.value.attr if isinstance(node.value, ast.Attribute) else \
-            getattr(node.value, "id", None)
-        if table in _DIRECTION_TABLES:
-            return {k.value for k in getattr(events, table).values()}
     if isinstance(node, ast.IfExp):
         return _values(node.body, assigns) | _values(node.orelse, assigns)
     if isinstance(node, ast.Dict):
@@ -51,6 +48,16 @@ def _values(node, assigns):
     if isinstance(node, ast.Attribute) and node.attr == "direction" or \
             isinstance(node, ast.Name) and node.id == "direction":
         return set(DIRECTIONS)
+    if isinstance(node, ast.Attribute) and node.attr == "event_kind":
+        # a decide verdict's kind: what decide/outcomes.py assigns to event_kind
+        return set().union(*(_values(v, DECIDE_ASSIGNS) for v in DECIDE_ASSIGNS["event_kind"]))
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+            node.value.id in ("Kind", "History", "events"):
+        # a vocabulary member (events.Kind.X, events.History.X) or a by-direction
+        # table (events.FAILED[direction]): the words it can be
+        base = events if node.value.id == "events" else getattr(events, node.value.id)
+        obj = getattr(base, node.attr)
+        return {str(v) for v in (obj.values() if isinstance(obj, dict) else [obj])}
     if isinstance(node, ast.FormattedValue):
         return _values(node.value, assigns)
     if isinstance(node, ast.JoinedStr):
@@ -61,10 +68,16 @@ def _values(node, assigns):
 
 
 def emitted_kinds():
-    """(exact, possible): kinds the agent passes to ``self._alert`` as literals or
-    direction f-strings; and those plus what a variable first argument may hold."""
+    """(exact, possible): kinds the agent (agent.py and its phases) passes to
+    ``ctx.alert`` as literals or direction f-strings; and those plus what a
+    variable first argument may hold."""
     exact, possible = set(), set()
-    tree = ast.parse(AGENT.read_text())
+    for path in AGENT_FILES:
+        _emitted(ast.parse(path.read_text()), exact, possible)
+    return exact, possible
+
+
+def _emitted(tree, exact, possible):
     for fn in ast.walk(tree):
         if not isinstance(fn, ast.FunctionDef):
             continue
@@ -76,12 +89,11 @@ def emitted_kinds():
                         assigns.setdefault(t.id, []).append(node.value)
         for node in ast.walk(fn):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "_alert" and node.args):
+                    and node.func.attr in ("_alert", "alert") and node.args):
                 kinds = _values(node.args[0], assigns)
                 possible |= kinds
                 if not isinstance(node.args[0], ast.Name):
                     exact |= kinds
-    return exact, possible
 
 
 def test_every_kind_a_rule_can_be_on_is_emitted():

@@ -1,4 +1,4 @@
-"""How the product reads a duration and writes a byte count: once, for every module.
+"""How the product reads and writes a duration and writes a byte count: once, for every module.
 
 Stdlib only and Python 3.6+ (``siteconfig`` uses it, and the event hooks may
 import ``siteconfig``): no ``from __future__ import annotations``, no dataclasses.
@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 __all__ = ["DurationError", "parse_duration", "DURATION_UNITS", "DURATION_EXAMPLES",
-           "DURATION_FORM", "human_bytes"]
+           "DURATION_FORM", "duration_text", "human_bytes"]
 
 DURATION_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 DURATION_EXAMPLES = "30s, 10m, 1.5h, 1h30m, 7d, 1w"
@@ -82,6 +82,14 @@ def _finite(seconds: float, value: Any) -> float:
 # a PBS size compares like with like, and the "i" says which base it is where
 # the job comment and the owner's mail are read side by side.
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for a message: the largest whole unit that divides it (``7 d``, ``90 s``)."""
+    for unit, size in DURATION_UNITS[1:4]:
+        if seconds >= size and seconds % size == 0:
+            return "{:.0f} {}".format(seconds / size, "min" if unit == "m" else unit)
+    return "{:.0f} s".format(seconds)
 
 
 def human_bytes(n: float) -> str:

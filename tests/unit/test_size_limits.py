@@ -8,9 +8,9 @@ import pbs_globus_staging
 LIB = Path(pbs_globus_staging.__file__).resolve().parent
 DOUBLES = ("emulator", "testing")
 MAX_MODULE, MAX_CLASS = 700, 400
-# Being split in its own area of issue 13 (engineer "agent": agent.py in phases).
-# Remove the name once that split has landed (the second test says when).
-NOT_YET = {"agent.py"}
+# Being split in their own areas of issue 13 (agent: agent.py in phases; vocab:
+# journal.py as a package).  Remove each name once its split has landed.
+NOT_YET: set = set()
 
 
 def sizes():
