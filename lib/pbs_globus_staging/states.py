@@ -262,18 +262,3 @@ RES_STAGEIN = "stagein_globus"
 RES_STAGEOUT = "stageout_globus"
 RES_STATE = "globus_stage_state"
 RES_TASKS = "globus_stage_tasks"
-
-# Module-level names of the stage words, the very same objects as ``Stage.X``.
-# TEMPORARY: only agent.py still uses them (STAGING_IN); remove them when it
-# moves to ``Stage.X``.  The hooks do not need them.
-WAITING = Stage.WAITING
-STAGING_IN = Stage.STAGING_IN
-USER_ACTION = Stage.USER_ACTION
-STAGED_IN = Stage.STAGED_IN
-STAGEIN_FAILED = Stage.STAGEIN_FAILED
-STAGEOUT_PENDING = Stage.STAGEOUT_PENDING
-STAGING_OUT = Stage.STAGING_OUT
-STAGED_OUT = Stage.STAGED_OUT
-STAGEOUT_FAILED = Stage.STAGEOUT_FAILED
-STAGEOUT_SKIPPED = Stage.STAGEOUT_SKIPPED
-ALL = tuple(Stage)

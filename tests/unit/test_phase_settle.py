@@ -33,7 +33,7 @@ def test_a_failed_stagein_holds_the_job_with_the_reason_and_never_releases_it(si
     assert req.state == decide.FAILED and "FILE_NOT_FOUND" in req.message
     job = site.job(jid)
     assert job["Hold_Types"] == "s" and job["job_state"] == "H"
-    assert site.fake.state_word(jid) == states.STAGEIN_FAILED
+    assert site.fake.state_word(jid) == states.Stage.STAGEIN_FAILED
     assert job["comment"].startswith("staging: stage-in FAILED: FILE_NOT_FOUND")
     assert site.fake.calls["qrls"] == 0
     assert "stagein_failed" in site.alert_kinds()
@@ -75,7 +75,7 @@ def test_success_releases_only_once_every_item_is_known_to_have_arrived(site):
     settle.apply_stagein(site.ctx, site.settling, site.views, [site.views.get(jid)])
     assert site.request(jid).state == decide.SUCCEEDED
     assert site.fake.calls["qrls"] == 1 and site.job(jid)["Hold_Types"] == "n"
-    assert site.fake.state_word(jid) == states.STAGED_IN
+    assert site.fake.state_word(jid) == states.Stage.STAGED_IN
     # the state word went to PBS before the hold was released
     assert site.kinds(jid)[-1] == "released"
 
@@ -137,3 +137,17 @@ def test_an_admin_cancel_of_a_stageout_is_not_retried(make_site):
     s.backend.fail(t.task_id, "CANCELED_BY_ADMIN", "canceled by the endpoint's admin")
     cycle(s)
     assert s.request(jid, "out").state == decide.FAILED
+
+
+def test_an_expired_login_leaves_a_request_already_final_alone(site):
+    """An admin released the job (stage-in SUCCEEDED) while its task still ran,
+    then Globus suspended the task: the finished request does not go back to
+    user-action (REQUEST_TRANSITIONS forbids it), and nothing raises."""
+    jid, t = submitted(site, site.stagein("alice", "a.dat"))
+    rid = site.request(jid).request_id
+    site.journal.set_request_state(rid, decide.SUCCEEDED, message="released by admin")
+    settle.transfer_needs_user(site.ctx, t, "credentials expired", "globus-staging login",
+                               now=site.clock())
+    req = site.request(jid)
+    assert (req.state, req.message) == (decide.SUCCEEDED, "released by admin")
+    assert "user_action" not in site.kinds(jid)

@@ -23,7 +23,7 @@ def test_a_request_is_submitted_and_its_job_marked_staging_in_first(site):
     assert site.request(jid).state == decide.ACTIVE
     (t,) = site.transfers(jid)
     assert t.status == decide.T_ACTIVE and t.task_id in site.backend.tasks
-    assert site.fake.state_word(jid) == states.STAGING_IN   # before Globus moves a byte
+    assert site.fake.state_word(jid) == states.Stage.STAGING_IN   # before Globus moves a byte
     assert site.fake.calls["qalter"] == 1
     assert "stagein_submitted" in site.kinds(jid)
 

@@ -4,6 +4,7 @@ the project supports), and the request transition table is what it says."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -60,9 +61,10 @@ def test_old_pythons_format_the_same():
         assert json.loads(out) == expected, py
 
 
-def test_aliases_are_the_same_objects():
-    assert states.WAITING is Stage.WAITING and states.USER_ACTION is Stage.USER_ACTION
-    assert states.ALL == tuple(Stage)
+def test_no_module_level_aliases():
+    """One name per word: the stage words are Stage.X only."""
+    assert not hasattr(states, "WAITING") and not hasattr(states, "STAGED_IN")
+    assert not hasattr(events, "USER_ACTION")
 
 
 def test_user_action_is_two_names_and_one_kind():
@@ -109,3 +111,18 @@ def test_every_state_reachable_from_an_initial_one():
                 seen.add(nxt)
                 todo.append(nxt)
     assert seen == set(Request)
+
+
+def test_internals_doc_table_is_the_transition_table():
+    """docs/internals.md's "Allowed moves" table says what REQUEST_TRANSITIONS says."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "internals.md").read_text()
+    table = text.split("Allowed moves (from `REQUEST_TRANSITIONS`):", 1)[1].split("\n\n")[1]
+    by_name = {m.name: m for m in Request}
+    documented = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        targets = {by_name[w] for w in re.findall(r"\b[A-Z_]{4,}\b", cells[1])}
+        key = None if cells[0] == "(new)" else by_name[cells[0]]
+        documented[key] = frozenset(targets)
+    assert documented.pop(None) == REQUEST_INITIAL
+    assert documented == REQUEST_TRANSITIONS

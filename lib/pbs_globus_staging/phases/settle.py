@@ -276,7 +276,7 @@ def apply(ctx: Context, st: SettleState, views: Views, view: JobView,
 
 def set_job_state(ctx: Context, views: Views, view: JobView, word: str) -> bool:
     try:
-        comment = "staging: stage-in starting" if word == states.STAGING_IN else None
+        comment = "staging: stage-in starting" if word == states.Stage.STAGING_IN else None
         ctx.pbs.alter(view.job_id, resources={states.RES_STATE: word}, comment=comment)
     except JobGone:
         return False
@@ -338,6 +338,8 @@ def transfer_needs_user(ctx: Context, t: object, message: str, action: str, *,
         req = j.get_request(rid)
         if req.state == decide.USER_ACTION and req.message == message:
             continue
+        if req.state in decide.FINAL:
+            continue   # e.g. released by an admin while the task ran: nobody waits on it
         text = message if (not action or action in message) else f"{message}; run: {action}"
         transition(ctx, rid, req.job_id, decide.USER_ACTION, kind=Kind.USER_ACTION, text=text,
                    message=message, action=action or "globus-staging login", now=now,

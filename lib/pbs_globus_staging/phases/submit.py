@@ -145,9 +145,9 @@ def _lock_job(ctx: Context, views: Views, job_id: str, request_id: int) -> bool:
     view = views.get(job_id)
     if view is None:
         return job_id in views
-    if view.stage_state == states.STAGING_IN:
+    if view.stage_state == states.Stage.STAGING_IN:
         return True
-    return set_job_state(ctx, views, view, states.STAGING_IN)
+    return set_job_state(ctx, views, view, states.Stage.STAGING_IN)
 
 
 def _repeats_earlier(ctx: Context, row: object) -> bool:
