@@ -48,6 +48,12 @@ def pytest_configure(config):
     otherwise recompile every module changed since the last compile (~0.5 s)."""
     if hasattr(config, "workerinput"):         # the xdist controller did it
         return
+    if getattr(config.option, "numprocesses", None) and not config.option.basetemp:
+        # Workers put their tmp dirs under BASETEMP/popen-gwN: with the default
+        # base that is 10 characters more than a serial run, enough to push the
+        # end of a 200-character PBS comment (which e2e tests read) past PBS's cut.
+        import tempfile
+        config.option.basetemp = tempfile.mkdtemp(prefix="gs-")
     for name in ("pbs_globus_staging", "pbs_globus_staging_sim"):
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
