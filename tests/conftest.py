@@ -6,7 +6,7 @@ emulator over HTTP, the PBS double, globus-cli, the package build), e2e/ (whole
 sites), real/ (opt-in, a real OpenPBS).  Their shared helpers are modules in
 helpers/, importable by name from every tier.
 
-``make test`` runs them with pytest-xdist (``-n 2``): every test has its own
+``make test`` runs them with pytest-xdist (``-n 3``): every test has its own
 tmp_path, ports are chosen by the kernel (port 0), the cached globus-cli venv is
 built under a file lock.  The scheduler below keeps together, in one worker,
 the tests that must share one process (ONE_WORKER), and hands out the slowest
