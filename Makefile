@@ -10,10 +10,11 @@ TEST_WORKERS ?= 3
 
 .PHONY: install demo test test-fast bench clean
 
-$(BIN)/globus-staging: setup.cfg pyproject.toml
+# The product and its test doubles (sim/, the [sim] extra), both editable.
+$(BIN)/globus-staging: setup.cfg pyproject.toml sim/setup.cfg sim/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e ./sim -e '.[test,sim]'
 	touch $@
 
 install: $(BIN)/globus-staging
@@ -31,4 +32,4 @@ bench: install
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info lib/*.egg-info
+	rm -rf $(VENV) build *.egg-info lib/*.egg-info sim/build sim/lib/*.egg-info

@@ -28,7 +28,7 @@ def _transfer(base: Path, mapping: str, account: str, files: int) -> float:
     import globus_sdk
     from globus_sdk.transport import RetryConfig
 
-    from pbs_globus_staging.emulator import GlobusEmulator
+    from pbs_globus_staging_sim.emulator import GlobusEmulator
 
     emu = GlobusEmulator(base / f"globus-{mapping}", accounts=mapping,
                          bytes_per_second=float("inf"))
@@ -76,7 +76,7 @@ def _transfer(base: Path, mapping: str, account: str, files: int) -> float:
 
 
 def _round_trip(account: str, repeat: int = 2000) -> float:
-    from pbs_globus_staging.emulator.fsaccess import AccountMap
+    from pbs_globus_staging_sim.emulator.fsaccess import AccountMap
 
     m = AccountMap("username")
     try:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LIB = REPO / "lib"
+SIM_LIB = REPO / "sim" / "lib"   # the PBS double the measuring child loads
 PY39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
 NULL_HOOK = "bench_null_queuejob"
 CASES = ("queuejob_none", "queuejob_1", "queuejob_50", "runjob_waiting", "runjob_staged",
@@ -66,8 +67,8 @@ def _pct(sorted_vals: list, q: float) -> float:
 def measure(spec: dict) -> dict:
     """Run every case ``spec["calls"]`` times in this interpreter; return figures (s)."""
     sys.path.insert(0, spec["lib"])
-    from pbs_globus_staging.testing.pbsdouble import core, hookrun, ops
-    from pbs_globus_staging.testing.pbsdouble import pbs as pbsmod
+    from pbs_globus_staging_sim.pbsdouble import core, hookrun, ops
+    from pbs_globus_staging_sim.pbsdouble import pbs as pbsmod
 
     conf = core.Conf(home=Path(spec["home"]), exec_dir=Path(spec["exec"]),
                      server_name=spec["server"])
@@ -145,7 +146,7 @@ def measure(spec: dict) -> dict:
 
 # ------------------------------------------------------------------ setup (venv)
 def setup(root: Path):
-    from pbs_globus_staging.testing.site import StagingSite
+    from pbs_globus_staging_sim.site import StagingSite
     site = StagingSite(root).start()
     # The emulator is not needed for event hooks; the on-disk PBS state is.
     site.pbs.create_hook(NULL_HOOK, events="queuejob", enabled=False, order=99,
@@ -165,7 +166,7 @@ def setup(root: Path):
 
 
 def run_child(python: str, spec: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(LIB))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(LIB), str(SIM_LIB)]))
     proc = subprocess.run([python, "-S", str(Path(__file__).resolve()), "--measure",
                            json.dumps(spec)], env=env, capture_output=True, text=True,
                           timeout=1800)

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "lib"))
+sys.path[:0] = [str(REPO / "lib"), str(REPO / "sim" / "lib")]   # the product, its doubles
 
 
 def pct(vals, q):
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--user", default="alice")
     args = ap.parse_args(argv)
 
-    from pbs_globus_staging.testing.realpbs import RealSite, skip_reason
+    from pbs_globus_staging_sim.realpbs import RealSite, skip_reason
     why = skip_reason(args.user)
     if why:
         print(f"skipped: {why}")

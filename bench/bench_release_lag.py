@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "lib"))
+sys.path[:0] = [str(REPO / "lib"), str(REPO / "sim" / "lib")]   # the product, its doubles
 
 _LOG = re.compile(r"^(\d\d/\d\d/\d{4} \d\d:\d\d:\d\d\.\d{6});[0-9a-f]{4};[^;]*;(\w+);([^;]*);(.*)$")
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     if args.jobs < 1 or args.span < 0 or args.max_transfer < 1 or args.rate <= 0:
         p.error("--jobs >= 1, --span >= 0, --max-transfer >= 1, --rate > 0")
 
-    from pbs_globus_staging.testing.site import StagingSite
+    from pbs_globus_staging_sim.site import StagingSite
 
     rng = random.Random(args.seed)
     plan = sorted((rng.uniform(0, args.span), rng.uniform(1.0, args.max_transfer))

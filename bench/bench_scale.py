@@ -4,7 +4,7 @@
 The real agent, journal (SQLite), Globus backend (globus-sdk, real HTTP) and
 Globus emulator with the per-user limits switched on (3 moving tasks per
 identity, 20 API requests/s per identity); PBS is the in-memory fake
-(``pbs_globus_staging.testing.fakepbs``) so 10,000 jobs cost seconds to
+(``pbs_globus_staging_sim.fakepbs``) so 10,000 jobs cost seconds to
 create.  Every agent cycle is a fresh Agent + GlobusBackend + journal
 connection, as each periodic-hook run is a fresh process.
 
@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from pbs_globus_staging.testing.scale import ScaleSite
+from pbs_globus_staging_sim.scale import ScaleSite
 from pbs_globus_staging.units import human_bytes
 
 TARGET_TASKS_1000 = 20          # issue 7: 1,000 one-file jobs of one user in <= 20 tasks

@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 _HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent / "lib"))
+sys.path[:0] = [str(_HERE.parent / "lib"), str(_HERE.parent / "sim" / "lib")]   # the product, its doubles
 
 from pbs_globus_staging import installer, request, siteconfig  # noqa: E402
-from pbs_globus_staging.testing.pbsdouble import core as pbscore  # noqa: E402
-from pbs_globus_staging.testing.pbsdouble import hookrun  # noqa: E402
-from pbs_globus_staging.testing.pbsdouble import pbs as pbsmod  # noqa: E402
-from pbs_globus_staging.testing.pbsdouble.server import PbsServer  # noqa: E402
+from pbs_globus_staging_sim.pbsdouble import core as pbscore  # noqa: E402
+from pbs_globus_staging_sim.pbsdouble import hookrun  # noqa: E402
+from pbs_globus_staging_sim.pbsdouble import pbs as pbsmod  # noqa: E402
+from pbs_globus_staging_sim.pbsdouble.server import PbsServer  # noqa: E402
 
 HOOK = "globus_staging_queuejob"
 HOOK_SCRIPT = _HERE.parent / "lib" / "pbs_globus_staging" / "data" / "hooks" / (HOOK + ".py")

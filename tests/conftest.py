@@ -1,5 +1,5 @@
 """Shared fixtures: the Globus emulator and the PBS test double are pytest plugins
-shipped in the package (the demo uses them too).
+of the test doubles' package, pbs_globus_staging_sim (the demo uses them too).
 
 The tests are in tiers: unit/ (pure, in-memory, seconds), integration/ (the
 emulator over HTTP, the PBS double, globus-cli, the package build), e2e/ (whole
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 from globus_cli_helpers import globus_cli  # noqa: F401  (a fixture)
 
 pytest_plugins = [
-    "pbs_globus_staging.emulator.fixture",
-    "pbs_globus_staging.testing.pbsdouble.fixture",
+    "pbs_globus_staging_sim.emulator.fixture",
+    "pbs_globus_staging_sim.pbsdouble.fixture",
 ]
 
 

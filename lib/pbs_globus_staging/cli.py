@@ -24,8 +24,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .commands import (adopt, agent, cancel, check, demo, emulator, files, install, login,
-                       release, retry, show, status, uninstall)
+from .commands import (adopt, agent, cancel, check, files, install, login, release, retry,
+                       show, status, uninstall)
 from .errors import ConfigError, RetryableError, StagingError
 from .services import (DEFAULT_SITE_CONFIG, EXIT_BAD, EXIT_NOTFOUND, EXIT_OK, EXIT_RETRY,
                        EXIT_USAGE, CliExit, journal_path, load_site, make_backend,
@@ -36,9 +36,33 @@ __all__ = ["main", "build_parser", "COMMANDS", "DEFAULT_SITE_CONFIG", "EXIT_OK",
            "EXIT_USAGE", "EXIT_RETRY", "EXIT_NOTFOUND", "CliExit", "load_site", "pbs_home",
            "journal_path", "state_dir", "open_journal", "make_backend"]
 
-# In the order ``--help`` lists them.
-COMMANDS = (agent, emulator, install, uninstall, files, show, status, login, check, retry,
-            cancel, adopt, release, demo)
+# In the order ``--help`` lists them; the commands of other distributions follow.
+COMMANDS = (agent, install, uninstall, files, show, status, login, check, retry, cancel,
+            adopt, release)
+# Where another distribution registers a command module (one with ``register(sub)``): the
+# test doubles (pbs-globus-staging-sim) add ``demo`` and ``emulator`` this way, so the
+# product imports none of them and a production install has neither.
+PLUGIN_GROUP = "pbs_globus_staging.commands"
+
+
+def plugin_commands() -> list:
+    """The command modules other installed distributions register, by name; one that
+    fails to load is left out with one line on stderr (the product's commands still work)."""
+    from importlib.metadata import entry_points
+    found = entry_points()
+    eps = (found.select(group=PLUGIN_GROUP) if hasattr(found, "select")   # 3.10+
+           else found.get(PLUGIN_GROUP, ()))
+    modules = {}
+    for ep in sorted(eps, key=lambda e: e.name):
+        if ep.name in modules or any(c.__name__.rsplit(".", 1)[-1] == ep.name
+                                     for c in COMMANDS):
+            continue
+        try:
+            modules[ep.name] = ep.load()
+        except Exception as exc:  # noqa: BLE001 -- another package's bug, not ours to raise
+            print(f"globus-staging: command {ep.name!r} from {ep.value} not loaded "
+                  f"({type(exc).__name__}: {exc})", file=sys.stderr)
+    return list(modules.values())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in COMMANDS:
+    for command in (*COMMANDS, *plugin_commands()):
         command.register(sub)
     return p
 

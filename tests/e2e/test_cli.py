@@ -11,7 +11,7 @@ import yaml
 
 from e2e_helpers import (local, make_site, remote_file, request_state, site,  # noqa: F401
                          stagein_arg)
-from pbs_globus_staging.testing.site import REMOTE_COLLECTION, SITE_COLLECTION
+from pbs_globus_staging_sim.site import REMOTE_COLLECTION, SITE_COLLECTION
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

@@ -170,7 +170,7 @@ def test_login_writes_the_token_file_and_held_jobs_resume(tmp_path, capsys):
     from globus_sdk.login_flows import LoginFlowManager
 
     from pbs_globus_staging.commands import login
-    from pbs_globus_staging.testing.site import NATIVE_CLIENT, REMOTE_COLLECTION
+    from pbs_globus_staging_sim.site import NATIVE_CLIENT, REMOTE_COLLECTION
 
     site = make_site(tmp_path)
     try:
@@ -185,7 +185,7 @@ def test_login_writes_the_token_file_and_held_jobs_resume(tmp_path, capsys):
             """The browser step: follow the URL on the emulator's login page."""
 
             def run_login_flow(self, auth_parameters):
-                from pbs_globus_staging.testing.browser import follow_login_url
+                from pbs_globus_staging_sim.browser import follow_login_url
 
                 self.asked = list(auth_parameters.required_scopes)
                 url = self._get_authorize_url(auth_parameters,

@@ -8,11 +8,11 @@ import sys
 
 from e2e_helpers import local, make_site, remote_file, request_state, tasks_for
 
-from pbs_globus_staging.testing.invariants import violations
+from pbs_globus_staging_sim.invariants import violations
 
 
 def run_agent(site, counter, crash_at):
-    return subprocess.run([sys.executable, "-m", "pbs_globus_staging.testing.crashpoint",
+    return subprocess.run([sys.executable, "-m", "pbs_globus_staging_sim.crashpoint",
                            "--config", str(site.config_path), "--counter", str(counter),
                            "--crash-at", str(crash_at), "--budget", "0.6"],
                           env=site.env(), capture_output=True, text=True, timeout=120)

@@ -1,5 +1,5 @@
 """The README's main command: the demo runs all six scenarios and says so."""
-from pbs_globus_staging import demo
+from pbs_globus_staging_sim import demo
 
 
 def test_demo_runs_every_scenario(tmp_path, capsys):

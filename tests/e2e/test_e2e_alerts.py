@@ -4,7 +4,7 @@ server -- once per event, across agent restarts."""
 from alerts_helpers import start_smtp
 from e2e_helpers import local, make_site, request_state, stagein_arg
 
-from pbs_globus_staging.testing.invariants import assert_invariants
+from pbs_globus_staging_sim.invariants import assert_invariants
 
 
 def test_failed_stage_in_mails_owner_once_through_smtp(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from e2e_helpers import (REMOTE_COLLECTION, local, make_site, remote_file,  # noqa: F401
                          request_state, site, stagein_arg, tasks_for)
 from pbs_globus_staging import hookcore, siteconfig
-from pbs_globus_staging.testing.invariants import arrival_violations, assert_invariants
-from pbs_globus_staging.testing.site import NATIVE_CLIENT
+from pbs_globus_staging_sim.invariants import arrival_violations, assert_invariants
+from pbs_globus_staging_sim.site import NATIVE_CLIENT
 
 OTHER_COLLECTION = "5b6f8f36-3a10-4c2e-9d5e-0c8a4e7a1f21"
 
@@ -177,7 +177,7 @@ def test_a_submission_waiting_for_a_login_does_not_hold_a_slot(tmp_path):
     """A mapped collection whose consent the login lacks: the submission is
     refused (ConsentRequired) until the owner logs in; meanwhile the owner's
     other job is staged and runs."""
-    from pbs_globus_staging.testing.browser import cli_login
+    from pbs_globus_staging_sim.browser import cli_login
 
     s = make_site(tmp_path, agent_overrides={"max_tasks_per_identity": 1})
     try:
@@ -342,6 +342,6 @@ def test_canceled_by_admin_fails_with_the_admins_words_and_is_not_retried(site):
 
 def test_a_comment_with_an_apostrophe_reaches_pbs():
     from pbs_globus_staging.pbsctl import safe_comment
-    from pbs_globus_staging.testing.pbsdouble.cmd import split_pbs_list
+    from pbs_globus_staging_sim.pbsdouble.cmd import split_pbs_list
     text = safe_comment("the site's \"default\" deadline, 4 s")
     assert split_pbs_list(f"comment={text}", allow_space=True) == [f"comment={text}"]

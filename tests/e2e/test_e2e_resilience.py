@@ -12,8 +12,8 @@ import pytest
 
 from e2e_helpers import (REMOTE_COLLECTION, local, make_site, remote_file,  # noqa: F401
                          request_state, site, stagein_arg, tasks_for)
-from pbs_globus_staging.testing.invariants import assert_invariants
-from pbs_globus_staging.testing.site import SITE_COLLECTION
+from pbs_globus_staging_sim.invariants import assert_invariants
+from pbs_globus_staging_sim.site import SITE_COLLECTION
 
 
 def comment(site, job):
@@ -39,8 +39,8 @@ def test_scenario_c_expired_credential_resumes_same_task(site):
 
 
 def test_consent_required_at_submission_then_same_submission_id(site):
-    from pbs_globus_staging.testing.browser import cli_login
-    from pbs_globus_staging.testing.site import EAGLE_COLLECTION
+    from pbs_globus_staging_sim.browser import cli_login
+    from pbs_globus_staging_sim.site import EAGLE_COLLECTION
 
     path = site.eagle_dir / site.user / "in" / "a.dat"    # the login has no consent for eagle
     path.parent.mkdir(parents=True)
@@ -105,7 +105,7 @@ def test_job_deleted_while_staging_transfer_canceled_after_grace(tmp_path):
 def _start_out_of_band(site, rel):
     """A transfer the user started elsewhere (web app, CLI), as themselves."""
     import globus_sdk
-    from pbs_globus_staging.testing.site import NATIVE_CLIENT
+    from pbs_globus_staging_sim.site import NATIVE_CLIENT
     tokens = site.emulator.issue_tokens(site.identity_id, client_id=NATIVE_CLIENT)
     tc = globus_sdk.TransferClient(
         authorizer=globus_sdk.AccessTokenAuthorizer(tokens["access_token"]),

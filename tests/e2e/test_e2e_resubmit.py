@@ -7,7 +7,7 @@ still adopt the finished transfer.  The ``site`` fixture checks the invariants
 (among them: a job starts only on a transfer that ended after it was submitted)."""
 from e2e_helpers import (local, make_site, remote_file, request_state, site,  # noqa: F401
                          stagein_arg, tasks_for)
-from pbs_globus_staging.testing.invariants import violations
+from pbs_globus_staging_sim.invariants import violations
 
 # The job checks its own input, uses it, then removes it.
 SCRIPT = """#!/bin/sh

@@ -13,7 +13,7 @@ import pytest
 
 from e2e_helpers import local, make_site, remote_file, request_state, stagein_arg
 from pbs_globus_staging import serve
-from pbs_globus_staging.testing.invariants import assert_invariants
+from pbs_globus_staging_sim.invariants import assert_invariants
 
 
 def _wait(pred, timeout=30.0, step=0.05):

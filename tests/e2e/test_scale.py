@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pbs_globus_staging.testing.scale import ScaleSite
+from pbs_globus_staging_sim.scale import ScaleSite
 
 
 @pytest.fixture

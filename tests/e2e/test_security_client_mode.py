@@ -14,8 +14,8 @@ import uuid
 import pytest
 
 from e2e_helpers import REMOTE_COLLECTION, request_state, tasks_for
-from pbs_globus_staging.testing.invariants import assert_invariants
-from pbs_globus_staging.testing.site import SITE_COLLECTION, StagingSite
+from pbs_globus_staging_sim.invariants import assert_invariants
+from pbs_globus_staging_sim.site import SITE_COLLECTION, StagingSite
 from security_helpers import add_real_user, agent_log, two_users  # noqa: F401
 
 

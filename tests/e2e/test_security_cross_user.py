@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import REMOTE_COLLECTION, make_site, request_state, tasks_for
-from pbs_globus_staging.testing.invariants import assert_invariants
+from pbs_globus_staging_sim.invariants import assert_invariants
 from security_helpers import add_real_user, agent_log, job_comment, two_users  # noqa: F401
 
 

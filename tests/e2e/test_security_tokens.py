@@ -21,7 +21,7 @@ from e2e_helpers import (REMOTE_COLLECTION, remote_file, request_state, site,  #
 from pbs_globus_staging import credentials
 from pbs_globus_staging.credentials import UserTokenProvider, UserTokens, write_user_tokens
 from pbs_globus_staging.errors import WaitingForUser
-from pbs_globus_staging.testing.site import NATIVE_CLIENT
+from pbs_globus_staging_sim.site import NATIVE_CLIENT
 from security_helpers import agent_log, two_users  # noqa: F401
 
 TOKEN_PATH = "/v2/oauth2/token"

@@ -2,8 +2,8 @@
 Globus emulator + the agent run by the periodic hook as a subprocess)."""
 import pytest
 
-from pbs_globus_staging.testing.invariants import assert_invariants
-from pbs_globus_staging.testing.site import REMOTE_COLLECTION, StagingSite
+from pbs_globus_staging_sim.invariants import assert_invariants
+from pbs_globus_staging_sim.site import REMOTE_COLLECTION, StagingSite
 
 
 def make_site(tmp_path, **kw):

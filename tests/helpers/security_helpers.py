@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pbs_globus_staging.testing.site import StagingSite
+from pbs_globus_staging_sim.site import StagingSite
 
 
 def _useradd(name: str) -> None:

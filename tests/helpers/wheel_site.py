@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pbs_globus_staging
-from pbs_globus_staging.testing.site import StagingSite
+from pbs_globus_staging_sim.site import StagingSite
 
 ROOT = Path(sys.argv[1])
 PROGRAM = str(Path(sys.executable).with_name("globus-staging"))

@@ -21,9 +21,9 @@ from globus_setup import USER, Site, site  # noqa: F401
 from pbs_globus_staging.credentials import (ClientCredentialsProvider, UserTokens,
                                             login_scope)
 from pbs_globus_staging.errors import WaitingForUser
-from pbs_globus_staging.testing.browser import LoginPageError, cli_login, follow_login_url
-from pbs_globus_staging.testing.invariants import assert_invariants
-from pbs_globus_staging.testing.site import EAGLE_COLLECTION, REMOTE_COLLECTION
+from pbs_globus_staging_sim.browser import LoginPageError, cli_login, follow_login_url
+from pbs_globus_staging_sim.invariants import assert_invariants
+from pbs_globus_staging_sim.site import EAGLE_COLLECTION, REMOTE_COLLECTION
 
 
 def _refusals(emu) -> int:

@@ -241,7 +241,7 @@ class _EmulatedBrowser(LoginFlowManager):
         self.asked: list[str] = []
 
     def run_login_flow(self, auth_parameters):
-        from pbs_globus_staging.testing.browser import follow_login_url
+        from pbs_globus_staging_sim.browser import follow_login_url
 
         self.asked = list(auth_parameters.required_scopes)
         url = self._get_authorize_url(auth_parameters, self.emu.url + "/v2/web/auth-code")

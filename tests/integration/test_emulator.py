@@ -15,7 +15,7 @@ from globus_sdk.gare import to_gare
 from globus_sdk.scopes import GCSCollectionScopes
 from globus_sdk.transport import RetryConfig
 
-from pbs_globus_staging.emulator import GlobusEmulator, data_access_scope
+from pbs_globus_staging_sim.emulator import GlobusEmulator, data_access_scope
 
 
 def _fast_retries(max_retries: int = 5) -> RetryConfig:

@@ -23,7 +23,7 @@ import pytest
 from globus_sdk.transport import RetryConfig
 
 from pbs_globus_staging.credentials import login_scope
-from pbs_globus_staging.emulator import GlobusEmulator
+from pbs_globus_staging_sim.emulator import GlobusEmulator
 from security_helpers import two_users  # noqa: F401
 
 DOMAIN = "example.org"
@@ -225,7 +225,7 @@ def test_emulator_not_root_acts_only_as_its_own_user(world):
     user's identity in-process and refuses any other with a clear error."""
     w = world
     victim, attacker = w["victim"], w["attacker"]
-    from pbs_globus_staging.emulator.fsaccess import AccountMap
+    from pbs_globus_staging_sim.emulator.fsaccess import AccountMap
     pw = pwd.getpwnam(attacker)
     # A forked child that becomes the attacker (the interpreter may sit where
     # the account cannot exec it) and reports what an emulator there can do.

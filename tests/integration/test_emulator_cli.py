@@ -1,4 +1,4 @@
-"""``python -m pbs_globus_staging.emulator``: standalone run with a setup file."""
+"""``python -m pbs_globus_staging_sim.emulator``: standalone run with a setup file."""
 from __future__ import annotations
 
 import re
@@ -15,7 +15,7 @@ import globus_sdk
 import pytest
 from globus_sdk.transport import RetryConfig
 
-from pbs_globus_staging.emulator import main
+from pbs_globus_staging_sim.emulator import main
 
 SETUP = """\
 collections:
@@ -62,7 +62,7 @@ def test_standalone_server_with_setup(tmp_path: Path, monkeypatch: pytest.Monkey
     setup.write_text(SETUP)
     root = tmp_path / "root"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pbs_globus_staging.emulator", "--port", "0",
+        [sys.executable, "-m", "pbs_globus_staging_sim.emulator", "--port", "0",
          "--root", str(root), "--setup", str(setup), "--accounts", "self"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -133,7 +133,7 @@ def test_console_script_takes_the_same_options(tmp_path: Path) -> None:
     assert script.exists(), f"console script not installed next to {sys.executable}"
     helps = [subprocess.run(argv + ["--help"], capture_output=True, text=True, timeout=60)
              for argv in ([str(script), "emulator"],
-                          [sys.executable, "-m", "pbs_globus_staging.emulator"])]
+                          [sys.executable, "-m", "pbs_globus_staging_sim.emulator"])]
     assert [h.returncode for h in helps] == [0, 0]
     assert helps[0].stdout == helps[1].stdout
     setup = tmp_path / "setup.yaml"

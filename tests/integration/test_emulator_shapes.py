@@ -13,7 +13,7 @@ import globus_sdk
 import pytest
 from globus_sdk.transport import RetryConfig
 
-from pbs_globus_staging.emulator import GlobusEmulator
+from pbs_globus_staging_sim.emulator import GlobusEmulator
 
 
 def _canned(name: str, case: str = "default") -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pbs_globus_staging.emulator import GlobusEmulator
+from pbs_globus_staging_sim.emulator import GlobusEmulator
 
 
 

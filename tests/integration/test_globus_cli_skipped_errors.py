@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pbs_globus_staging.emulator import GlobusEmulator
+from pbs_globus_staging_sim.emulator import GlobusEmulator
 
 def test_globus_cli_shows_skipped_errors_and_events(globus_cli: Path, tmp_path: Path):
     with GlobusEmulator(tmp_path / "globus") as emu:

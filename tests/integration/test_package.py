@@ -44,24 +44,48 @@ def _venv(path):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """sdist + wheel (the wheel built from the sdist, as ``python -m build`` does),
-    from a copy of the tree so the worktree gains no build/ or egg-info."""
+    """sdist + wheel (the wheel built from the sdist, as ``python -m build`` does) of the
+    product and of its test doubles (sim/), from a copy of the tree so the worktree gains
+    no build/ or egg-info."""
     tmp = tmp_path_factory.mktemp("pkg")
     src = tmp / "src"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
     _run([sys.executable, "-m", "build", "--outdir", tmp / "dist", src], cwd=tmp)
+    _run([sys.executable, "-m", "build", "--wheel", "--outdir", tmp / "dist-sim", src / "sim"],
+         cwd=tmp)
     wheel, = (tmp / "dist").glob("*.whl")
     sdist, = (tmp / "dist").glob("*.tar.gz")
-    return {"tmp": tmp, "src": src, "wheel": wheel, "sdist": sdist}
+    sim_wheel, = (tmp / "dist-sim").glob("*.whl")
+    return {"tmp": tmp, "src": src, "wheel": wheel, "sdist": sdist, "sim_wheel": sim_wheel}
 
 
 @pytest.fixture(scope="module")
 def wheel_venv(built):
-    """A fresh venv with the wheel and its dependencies, away from the source tree."""
+    """A fresh venv with both wheels and their dependencies, away from the source tree
+    (the doubles, to give the installed product a PBS and a Globus to work against)."""
     bin_ = _venv(built["tmp"] / "venv")
-    _run([bin_ / "pip", "install", "--quiet", built["wheel"]], cwd=built["tmp"])
+    _run([bin_ / "pip", "install", "--quiet", built["wheel"], built["sim_wheel"]],
+         cwd=built["tmp"])
     return bin_
+
+
+def test_the_product_wheel_carries_none_of_the_doubles(built):
+    product = zipfile.ZipFile(built["wheel"]).namelist()
+    sim = zipfile.ZipFile(built["sim_wheel"]).namelist()
+    in_sdist = tarfile.open(built["sdist"]).getnames()
+    assert [n for n in product + in_sdist if "pbs_globus_staging_sim" in n
+            or re.search(r"pbs_globus_staging/(emulator|testing|demo\.py|commands/(demo|emulator))",
+                         n)] == []
+    assert "pbs_globus_staging/cli.py" in product
+    for name in ("emulator/core.py", "pbsdouble/pbs.py", "site.py", "demo.py",
+                 "commands/demo.py", "commands/emulator.py"):
+        assert "pbs_globus_staging_sim/" + name in sim, name
+    assert not [n for n in sim if n.startswith("pbs_globus_staging/")]
+    entry_points, = [n for n in sim if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(built["sim_wheel"]).read(entry_points).decode()
+    assert "[pbs_globus_staging.commands]" in text
+    assert "demo = pbs_globus_staging_sim.commands.demo" in text
 
 
 def test_wheel_and_sdist_carry_the_hooks_and_shipped_files(built):
@@ -89,6 +113,12 @@ def test_sdist_and_pip_install_dot_find_the_hooks(built, what):
                  "print(len(installer.make_plan(hook_config='/x.json').hooks))"],
                 cwd=built["tmp"])
     assert plan.strip() == "5"
+    # the product alone, as production installs it: its CLI works, the doubles are absent
+    usage = _run([bin_ / "globus-staging", "--help"], cwd=built["tmp"])
+    assert "show" in usage and "demo" not in usage and "emulator" not in usage
+    hidden = subprocess.run([str(bin_ / "python"), "-I", "-c", "import pbs_globus_staging_sim"],
+                            cwd=str(built["tmp"]), capture_output=True, text=True)
+    assert hidden.returncode == 1 and "ModuleNotFoundError" in hidden.stderr
 
 
 def test_wheel_installs_the_suite_and_stages_a_job(built, wheel_venv, tmp_path):

@@ -184,7 +184,7 @@ def test_exception_is_logged_as_two_lines(staged, script):
     log = staged.log_text()
     prefix = "PBS server internal error (15011) in Error evaluating Python script, "
     assert prefix + "<class 'pbs.BadAttributeValueError'>" in log or \
-        prefix + "<class 'pbs_globus_staging.testing.pbsdouble.pbs.BadAttributeValueError'>" in log
+        prefix + "<class 'pbs_globus_staging_sim.pbsdouble.pbs.BadAttributeValueError'>" in log
     assert prefix + "job attribute 'substate' is readonly" in log
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from pbs_globus_staging.testing.realpbs import skip_reason
+from pbs_globus_staging_sim.realpbs import skip_reason
 
 REPO = Path(__file__).resolve().parents[2]
 PERIODIC = "globus_staging_periodic"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pbs_globus_staging.testing.realpbs import RealSite, skip_reason
-from pbs_globus_staging.testing.site import REMOTE_COLLECTION, SITE_COLLECTION
+from pbs_globus_staging_sim.realpbs import RealSite, skip_reason
+from pbs_globus_staging_sim.site import REMOTE_COLLECTION, SITE_COLLECTION
 from test_real_pbs import REPO, bindir, qmgr, run, suite_installed
 
 USER = os.environ.get("GLOBUS_STAGING_REAL_PBS_USER", "alice")
@@ -141,7 +141,7 @@ def test_real_scenario_d_lost_queue_resubmission_adopts(real):
 
 def _out_of_band(site, rel):
     import globus_sdk
-    from pbs_globus_staging.testing.site import NATIVE_CLIENT
+    from pbs_globus_staging_sim.site import NATIVE_CLIENT
     tokens = site.emulator.issue_tokens(site.identity_id, client_id=NATIVE_CLIENT)
     tc = globus_sdk.TransferClient(
         authorizer=globus_sdk.AccessTokenAuthorizer(tokens["access_token"]),

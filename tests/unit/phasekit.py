@@ -19,7 +19,7 @@ from pbs_globus_staging.phases.context import AlertSink, Context, Views
 try:  # the doubles' own package, once the sim split has landed
     from pbs_globus_staging_sim.fakepbs import FakePbs
 except ImportError:  # pragma: no cover - before it
-    from pbs_globus_staging.testing.fakepbs import FakePbs
+    from pbs_globus_staging_sim.fakepbs import FakePbs
 
 SITE = "6a1c5f3e-2b7d-4c1a-9e0f-3d2c1b0a9f8e"
 REMOTE = "08925f04-569f-11e7-bef8-22000b9a448b"

@@ -3,8 +3,8 @@
 Every relative import counts, wherever it is written: at the top, under
 ``if TYPE_CHECKING``, or inside a function (a lazy import hides a cycle from
 Python, not from the reader who has to know which module comes first).  The
-test doubles (``emulator/``, ``testing/``) are not the product and are left
-out, as are the edges into them.
+test doubles are another distribution (sim/); that the product imports none of
+them is tests/unit/test_product_boundary.py's to check.
 """
 from __future__ import annotations
 
@@ -15,16 +15,13 @@ from typing import Dict, List, Set
 import pbs_globus_staging
 
 PACKAGE_DIR = Path(pbs_globus_staging.__file__).parent
-DOUBLES = ("emulator", "testing")
 
 
 def module_names(root: Path, package: str) -> Dict[str, Path]:
-    """Dotted module name -> file, for the package under ``root`` (doubles excluded)."""
+    """Dotted module name -> file, for the package under ``root``."""
     mods = {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
-        if rel.parts[0] in DOUBLES:
-            continue
         parts = [package, *rel.with_suffix("").parts]
         if parts[-1] == "__init__":
             parts.pop()
@@ -124,8 +121,6 @@ def describe(found: List[List[str]]) -> str:
 def test_the_product_package_has_no_import_cycle():
     graph = import_graph(PACKAGE_DIR, "pbs_globus_staging")
     assert "pbs_globus_staging.cli" in graph and "pbs_globus_staging.commands.show" in graph
-    assert not any(m.startswith(("pbs_globus_staging.emulator", "pbs_globus_staging.testing"))
-                   for m in graph)
     found = cycles(graph)
     assert not found, "import cycles among the product's modules:\n" + describe(found)
 
@@ -177,7 +172,6 @@ def test_a_cycle_through_type_checking_or_a_function_is_found_and_printed(tmp_pa
         "commands/__init__.py": "",
         "commands/show.py": "def run():\n    from ..cli import load_site\n",
         "commands/check.py": "from . import helper\n",      # the package, no cycle
-        "emulator/__init__.py": "from .. import cli\n",     # a double: not counted
     })
     found = cycles(import_graph(tmp_path, "pkg"))
     assert describe(found).splitlines() == [

@@ -1,6 +1,6 @@
 """Job comments the agent writes must get through ``qalter -W comment=``."""
 from pbs_globus_staging.pbsctl import safe_comment
-from pbs_globus_staging.testing.pbsdouble.cmd import split_pbs_list
+from pbs_globus_staging_sim.pbsdouble.cmd import split_pbs_list
 
 
 def test_a_comment_cut_through_a_quoted_path_is_still_one_valid_value():

@@ -457,7 +457,7 @@ COMMANDS = {"qsub": qsub, "qstat": qstat, "qhold": qhold, "qrls": qrls, "qdel": 
 def main(argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        _err("usage: python -m pbs_globus_staging.testing.pbsdouble.cmd {%s} ..."
+        _err("usage: python -m pbs_globus_staging_sim.pbsdouble.cmd {%s} ..."
              % "|".join(sorted(c for c in COMMANDS if not c.startswith("_"))))
         return 2
     try:

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from ..emulator import GlobusEmulator
+from .emulator import GlobusEmulator
 from .pbsdouble.server import PbsServer
 
 NATIVE_CLIENT = "5e1c0d2a-7b3f-4e8a-9c6d-2f1e0a9b8c7d"
@@ -80,7 +80,7 @@ class StagingSite:
         """A Globus identity for ``user``, access to their own areas, and the
         token file ``globus-staging login --collection site --collection
         theta-dtn`` would have written (no consent for eagle)."""
-        from ..credentials import UserTokens, login_scope, write_user_tokens
+        from pbs_globus_staging.credentials import UserTokens, login_scope, write_user_tokens
         emu = self.emulator
         ident = emu.add_identity(user)
         for coll, directory in ((SITE_COLLECTION, self.site_dir),
@@ -208,7 +208,7 @@ class StagingSite:
         raise AssertionError(f"condition not reached in {timeout:.0f} s")
 
     def journal(self):
-        from ..journal import Journal
+        from pbs_globus_staging.journal import Journal
         return Journal.open(self.root / "journal.sqlite")
 
     def timeline(self, job_id: str) -> str:

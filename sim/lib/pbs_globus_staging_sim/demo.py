@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .testing.site import StagingSite
+from .site import StagingSite
 
 FAKE_SENDMAIL = """#!/bin/sh
 # Demo sendmail: keep each message in the outbox instead of sending it.
@@ -194,7 +194,7 @@ def _scenario_d(site: StagingSite) -> bool:
 def _scenario_e(site: StagingSite) -> bool:
     _banner("Scenario E: a transfer started by hand (web app, CLI) is grafted onto a job")
     import globus_sdk
-    from .testing.site import NATIVE_CLIENT, REMOTE_COLLECTION, SITE_COLLECTION
+    from .site import NATIVE_CLIENT, REMOTE_COLLECTION, SITE_COLLECTION
     u = site.user
     _data(site, "e-inputs", {"e.dat": "started elsewhere\n"})
     tokens = site.emulator.issue_tokens(site.identity_id, client_id=NATIVE_CLIENT)
@@ -218,8 +218,8 @@ def _scenario_f(site: StagingSite) -> bool:
     _banner("Scenario F: Globus wants consent for a collection; the user logs in by the URL")
     import re
 
-    from .testing.browser import cli_login
-    from .testing.site import EAGLE_COLLECTION
+    from .browser import cli_login
+    from .site import EAGLE_COLLECTION
     u = site.user
     src = site.eagle_dir / u / "f-inputs" / "f.dat"
     src.parent.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,9 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from .pbsdouble.server import IMPORT_DIRS
 from .site import NATIVE_CLIENT, REMOTE_COLLECTION, SITE_COLLECTION
 
-REPO = Path(__file__).resolve().parents[3]
 
 
 def real_qstat() -> Optional[str]:
@@ -58,7 +58,7 @@ class RealSite:
     def __init__(self, root: Path, *, user: str = "alice", serve: bool = True,
                  freq: int = 5, bytes_per_second: float = 5e6,
                  agent: Optional[dict] = None) -> None:
-        from ..emulator import GlobusEmulator
+        from .emulator import GlobusEmulator
         self.root = Path(root)
         self.user = user
         self.serve = serve
@@ -89,7 +89,7 @@ class RealSite:
         emu.add_native_client(client_id=NATIVE_CLIENT)
         self.identity_id = self.add_user(self.user)
         self._write_config()
-        from ..pbsctl import read_pbs_conf
+        from pbs_globus_staging.pbsctl import read_pbs_conf
         self._pbs_state = Path(read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs") / \
             "globus_staging"
         self._made_pbs_state = not self._pbs_state.exists()
@@ -100,7 +100,7 @@ class RealSite:
         return self
 
     def add_user(self, user: str) -> str:
-        from ..credentials import UserTokens, write_user_tokens
+        from pbs_globus_staging.credentials import UserTokens, write_user_tokens
         pw = pwd.getpwnam(user)
         emu = self.emulator
         ident = emu.add_identity(user)
@@ -153,7 +153,7 @@ class RealSite:
 
     # ---------------------------------------------------------------- agent
     def agent_pid(self) -> Optional[int]:
-        from .. import serve
+        from pbs_globus_staging import serve
         pid = serve.is_serving(self.journal_path.parent)
         return pid if pid and pid > 0 else None
 
@@ -182,7 +182,8 @@ class RealSite:
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items()
                if k not in ("GLOBUS_STAGING_CONFIG", "PBS_CONF_FILE")}
-        env["PYTHONPATH"] = str(REPO / "lib")
+        # The code under test as this process imports it (the source tree or the wheels).
+        env["PYTHONPATH"] = os.pathsep.join(IMPORT_DIRS)
         return subprocess.run([sys.executable, "-m", "pbs_globus_staging",
                                "--config", str(self.config_path), *args],
                               capture_output=True, text=True, timeout=300, env=env, cwd="/tmp")
@@ -228,7 +229,7 @@ class RealSite:
 
     # ----------------------------------------------------------- inspection
     def journal(self):
-        from ..journal import Journal
+        from pbs_globus_staging.journal import Journal
         return Journal.open(self.journal_path)
 
     def events(self, job: str) -> list:
@@ -289,7 +290,7 @@ class RealSite:
         raise AssertionError(f"not reached in {timeout:.0f} s: {what}")
 
     def server_log_tail(self, n: int = 60) -> str:
-        from ..pbsctl import read_pbs_conf
+        from pbs_globus_staging.pbsctl import read_pbs_conf
         home = Path(read_pbs_conf().get("PBS_HOME") or "/var/spool/pbs")
         logs = sorted((home / "server_logs").glob("*"))
         if not logs:

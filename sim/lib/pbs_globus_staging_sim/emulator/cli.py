@@ -1,4 +1,4 @@
-"""``python -m pbs_globus_staging.emulator`` / ``globus-staging emulator``.
+"""``python -m pbs_globus_staging_sim.emulator`` / ``globus-staging emulator``.
 
 Runs the emulator in the foreground.  ``--setup FILE.yaml`` creates collections,
 identities, grants and clients, then prints the environment lines and the
@@ -95,7 +95,7 @@ def apply_setup(emu: "GlobusEmulator", doc: Any) -> List[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The emulator's options: one definition for ``python -m
-    pbs_globus_staging.emulator`` and ``globus-staging emulator``."""
+    pbs_globus_staging_sim.emulator`` and ``globus-staging emulator``."""
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--root", type=Path, required=True,

@@ -1,7 +1,7 @@
 """Globus Transfer + Auth emulator: a real HTTP server on loopback that the real
 globus-sdk talks to.  Collections are local directories; tasks really copy files.
 
-    from pbs_globus_staging.emulator import GlobusEmulator
+    from pbs_globus_staging_sim.emulator import GlobusEmulator
     with GlobusEmulator(tmp_path) as emu:
         os.environ.update(emu.env())
 """

@@ -17,12 +17,12 @@ from typing import Dict, List, Optional
 
 import globus_sdk
 
-from ..agent import Agent, CycleStats
-from ..emulator import GlobusEmulator
-from ..globus_backend import GlobusBackend
-from ..journal import Journal
-from ..pbsctl import PbsCommands
-from .. import siteconfig
+from pbs_globus_staging.agent import Agent, CycleStats
+from .emulator import GlobusEmulator
+from pbs_globus_staging.globus_backend import GlobusBackend
+from pbs_globus_staging.journal import Journal
+from pbs_globus_staging.pbsctl import PbsCommands
+from pbs_globus_staging import siteconfig
 from .fakepbs import FakePbs
 
 NATIVE_CLIENT = "5e1c0d2a-7b3f-4e8a-9c6d-2f1e0a9b8c7d"
@@ -38,7 +38,7 @@ class StaticTokens:
         self.tokens: Dict[str, str] = {}
 
     def authorizer(self, identity: str) -> globus_sdk.AccessTokenAuthorizer:
-        from ..errors import WaitingForUser
+        from pbs_globus_staging.errors import WaitingForUser
         token = self.tokens.get(identity)
         if token is None:
             raise WaitingForUser(f"no Globus login for {identity}", action="globus-staging login")

@@ -24,8 +24,8 @@ import re
 from pathlib import Path
 from typing import Dict, List
 
-from .. import decide, states
-from ..decide import parse_pbs_time
+from pbs_globus_staging import decide, states
+from pbs_globus_staging.decide import parse_pbs_time
 
 _TAG = re.compile(r"\[c:[0-9a-f]{12}\]")
 
@@ -118,7 +118,7 @@ def _lost_queue_transfer(site, journal, t, req) -> bool:
 
 def arrival_violations(site) -> List[str]:
     """Invariant 4, from the emulator's own record of what each task moved."""
-    from ..emulator.engine import PathRefused, local_path, normalize
+    from .emulator.engine import PathRefused, local_path, normalize
 
     emu = site.emulator
     tasks = emu.tasks

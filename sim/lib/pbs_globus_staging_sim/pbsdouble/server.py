@@ -14,10 +14,16 @@ import threading
 import time
 from pathlib import Path
 
+import pbs_globus_staging
+
 from . import core, hookrun, ops
 
 COMMAND_NAMES = ("qsub", "qstat", "qhold", "qrls", "qdel", "qalter", "qselect", "qmgr")
-_LIB_DIR = Path(__file__).resolve().parents[3]
+# The commands run with -S, as pbs_server's embedded Python does (no site-packages, so no
+# editable install's finder either): the double's directory and the product's go on the
+# path by name.  One directory when both are installed as wheels.
+IMPORT_DIRS = list(dict.fromkeys([str(Path(__file__).resolve().parents[2]),
+                                   str(Path(pbs_globus_staging.__file__).resolve().parents[1])]))
 
 
 class PbsServer:
@@ -82,9 +88,9 @@ class PbsServer:
             path = bindir / name
             # -S: like pbs_server's embedded Python, in-process hooks get no site-packages
             path.write_text(
-                "#!%s -S\nimport sys\nsys.path.insert(0, %r)\n"
-                "from pbs_globus_staging.testing.pbsdouble.cmd import main\n"
-                "sys.exit(main([%r] + sys.argv[1:]))\n" % (sys.executable, str(_LIB_DIR), name))
+                "#!%s -S\nimport sys\nsys.path[:0] = %r\n"
+                "from pbs_globus_staging_sim.pbsdouble.cmd import main\n"
+                "sys.exit(main([%r] + sys.argv[1:]))\n" % (sys.executable, IMPORT_DIRS, name))
             path.chmod(0o755)
         return bindir
 
@@ -408,9 +414,9 @@ class PbsServer:
                 env["PYTHONPATH"] = ""
                 proc = subprocess.Popen(
                     [sys.executable, "-S", "-c",
-                     "import sys; sys.path.insert(0, %r); "
-                     "from pbs_globus_staging.testing.pbsdouble.cmd import main; "
-                     "sys.exit(main(['_periodic', %r]))" % (str(_LIB_DIR), hname)],
+                     "import sys; sys.path[:0] = %r; "
+                     "from pbs_globus_staging_sim.pbsdouble.cmd import main; "
+                     "sys.exit(main(['_periodic', %r]))" % (IMPORT_DIRS, hname)],
                     env=env, cwd=str(self.conf.hooks_dir / "tmp"),
                     stdin=subprocess.DEVNULL, start_new_session=True)
                 self._periodic_children[hname] = proc

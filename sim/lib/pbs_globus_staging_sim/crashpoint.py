@@ -7,7 +7,7 @@ did -- shows that the next run repairs every gap (no second transfer, no
 early release, no lost job).  Test-only: the production agent has no hooks
 for this; the wrappers are installed here, around it.
 
-    python -m pbs_globus_staging.testing.crashpoint --config site.yaml \
+    python -m pbs_globus_staging_sim.crashpoint --config site.yaml \
         --counter steps.json --crash-at 7 [--budget 1]
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ class _Counter:
 
 
 def _install(counter: _Counter) -> None:
-    from .. import globus_backend, journal, pbsctl
+    from pbs_globus_staging import globus_backend, journal, pbsctl
 
     run = pbsctl.PbsCommands.run
 
@@ -91,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     counter = _Counter(args.counter, args.crash_at)
     _install(counter)
-    from ..cli import main as cli_main
+    from pbs_globus_staging.cli import main as cli_main
     try:
         return cli_main(["--config", args.config, "agent", "--once", "--budget", str(args.budget)])
     finally:
