@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # pytest-xdist workers for `make test`. Three on CI's 2 cores: most e2e time is spent
 # waiting on subprocesses and poll intervals, so a third worker fills the idle core time
-# (idle 2-core host: 321 s with 2, 281 s with 3). TEST_WORKERS=0 runs serially.
+# (2-core host: 321 s with 2, 281 s with 3; 209 s with 3 since the e2e sites install
+# in-process). TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 3
 
 .PHONY: install demo test test-fast bench clean

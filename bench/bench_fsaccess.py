@@ -28,6 +28,7 @@ def _transfer(base: Path, mapping: str, account: str, files: int) -> float:
     import globus_sdk
     from globus_sdk.transport import RetryConfig
 
+    from pbs_globus_staging.credentials import login_scope
     from pbs_globus_staging_sim.emulator import GlobusEmulator
 
     emu = GlobusEmulator(base / f"globus-{mapping}", accounts=mapping,
@@ -53,9 +54,10 @@ def _transfer(base: Path, mapping: str, account: str, files: int) -> float:
         emu.grant(ident, dst, "/")
         cid, secret = emu.add_client(ident)
         auth = globus_sdk.ConfidentialAppAuthClient(cid, secret)
+        # Mapped collections want their data_access consents (ConsentRequired without).
         tc = globus_sdk.TransferClient(
             authorizer=globus_sdk.ClientCredentialsAuthorizer(
-                auth, globus_sdk.TransferClient.scopes.all),
+                auth, str(login_scope([src, dst]))),
             retry_config=RetryConfig(max_retries=0))
         td = globus_sdk.TransferData(src, dst)
         td.add_item("/data/", "/data/", recursive=True)

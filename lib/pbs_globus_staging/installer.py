@@ -156,9 +156,13 @@ class Qmgr:
     def __init__(self, *, pbs_exec: str) -> None:
         self.path = str(Path(pbs_exec) / "bin" / "qmgr")
 
-    def run(self, command: str, *, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.path, "-c", command], capture_output=True, text=True,
+    def call(self, command: str) -> subprocess.CompletedProcess:
+        """One directive through ``PBS_EXEC/bin/qmgr``: its exit code and output."""
+        return subprocess.run([self.path, "-c", command], capture_output=True, text=True,
                               timeout=60)
+
+    def run(self, command: str, *, check: bool = True) -> subprocess.CompletedProcess:
+        proc = self.call(command)
         if check and proc.returncode != 0:
             msg = (proc.stderr or proc.stdout).strip().replace("\n", " | ")
             raise StagingError(f"qmgr -c \"{command}\" failed (exit {proc.returncode}): {msg}")

@@ -34,7 +34,7 @@ def csite(tmp_path, two_users):  # noqa: F811
         "credentials": {"mode": "client", "client_id": client_id,
                         "client_secret_file": str(secret_file)},
         "policy": _rules(),
-    }).start()
+    }, install="in-process").start()
     try:
         emu = site.emulator
         service = emu.add_identity("staging-service")

@@ -7,6 +7,9 @@ from pbs_globus_staging_sim.site import REMOTE_COLLECTION, StagingSite
 
 
 def make_site(tmp_path, **kw):
+    # The install itself is the integration tier's (test_site_install.py pins that both
+    # ways install the same suite); the scenarios here need only its result.
+    kw.setdefault("install", "in-process")
     return StagingSite(tmp_path, **kw).start()
 
 

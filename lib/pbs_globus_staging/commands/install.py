@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Mapping, Optional
 
 from ..services import EXIT_OK, journal_path, load_site, open_journal, pbs_home
 
@@ -25,11 +26,12 @@ def register(sub) -> None:
         i.set_defaults(func=cmd_install)
 
 
-def installer_inputs(args):
+def installer_inputs(args, *, environ: Optional[Mapping[str, str]] = None):
     from .. import installer
     from ..pbsctl import read_pbs_conf
+    environ = os.environ if environ is None else environ
     cfg = load_site(args.config)
-    conf = read_pbs_conf()
+    conf = read_pbs_conf(environ=environ)
     pbs_exec = cfg.pbs.exec or conf.get("PBS_EXEC") or "/opt/pbs"
     home = pbs_home(cfg)
     cf_path = Path(home) / "globus_staging" / "globus_staging.json"
@@ -45,27 +47,35 @@ def installer_inputs(args):
     data = installer.hook_config(site_config_path=Path(os.path.abspath(cfg.source)), site=cfg,
                                  journal=journal_path(cfg),
                                  python=args.python or cfg.agent.python or sys.executable,
-                                 cycle_budget=budget, alarm=alarm, env=_forward_env())
+                                 cycle_budget=budget, alarm=alarm, env=_forward_env(environ))
     return installer, cfg, pbs_exec, cf_path, plan, data
 
 
-def _forward_env() -> dict:
+def _forward_env(environ: Mapping[str, str]) -> dict:
     keys = ("GLOBUS_SDK_SERVICE_URL_TRANSFER", "GLOBUS_SDK_SERVICE_URL_AUTH", "PBS_CONF_FILE",
             "GLOBUS_STAGING_CONFIG")
-    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+    return {k: environ[k] for k in keys if environ.get(k)}
 
 
 def cmd_install(args) -> int:
-    installer, cfg, pbs_exec, cf_path, plan, data = installer_inputs(args)
+    return install_suite(args)
+
+
+def install_suite(args, *, qmgr=None, environ: Optional[Mapping[str, str]] = None,
+                  out=None) -> int:
+    """What ``install`` does; ``qmgr`` (an ``installer.Qmgr``) and ``environ`` are the
+    command's own by default (the test sites pass the double's, in-process)."""
+    out = sys.stdout if out is None else out
+    installer, cfg, pbs_exec, cf_path, plan, data = installer_inputs(args, environ=environ)
     if args.dry_run:
-        print("# pbs-globus-staging: qmgr script (run as root: qmgr < FILE)")
-        print(f"# hook config to be written to {cf_path}")
+        print("# pbs-globus-staging: qmgr script (run as root: qmgr < FILE)", file=out)
+        print(f"# hook config to be written to {cf_path}", file=out)
         for line in plan.script(assume_empty=True):
-            print(line)
+            print(line, file=out)
         return EXIT_OK
     installer.write_hook_config(cf_path, data)
     journal = open_journal(cfg)
     journal.close()
-    installer.install(plan, installer.Qmgr(pbs_exec=pbs_exec))
-    print(f"installed: hook config {cf_path}; journal {journal_path(cfg)}")
+    installer.install(plan, qmgr or installer.Qmgr(pbs_exec=pbs_exec), out=out)
+    print(f"installed: hook config {cf_path}; journal {journal_path(cfg)}", file=out)
     return EXIT_OK

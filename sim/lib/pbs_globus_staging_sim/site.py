@@ -2,6 +2,12 @@
 the hook suite installed with the real installer through the double's qmgr,
 and the agent run by the periodic hook as a subprocess -- the production path
 with loopback endpoints.  The demo and the end-to-end tests both use it.
+
+``install="command"`` (the default, the demo's) installs as an administrator does:
+``globus-staging install`` as a subprocess, each directive a ``qmgr -c`` subprocess.
+``install="in-process"`` runs the same install code in this process and applies the
+same directives through the double's qmgr here: the end-to-end tests' sites, which
+would otherwise start ~55 interpreters each before their scenario begins.
 """
 from __future__ import annotations
 
@@ -15,8 +21,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import yaml
+from pbs_globus_staging.installer import Qmgr
 
 from .emulator import GlobusEmulator
+from .pbsdouble import ops
 from .pbsdouble.server import PbsServer
 
 NATIVE_CLIENT = "5e1c0d2a-7b3f-4e8a-9c6d-2f1e0a9b8c7d"
@@ -24,6 +32,27 @@ SITE_COLLECTION = "6a1c5f3e-2b7d-4c1a-9e0f-3d2c1b0a9f8e"
 REMOTE_COLLECTION = "08925f04-569f-11e7-bef8-22000b9a448b"
 # A second remote mapped collection the users' first login did not consent to.
 EAGLE_COLLECTION = "05d2c76a-e867-4f67-aa57-76edeb0beda0"
+
+
+INSTALL_MODES = ("command", "in-process")
+
+
+class DoubleQmgr(Qmgr):
+    """The installer's ``Qmgr`` with each directive applied by the double's qmgr in
+    this process, as root: the answers ``PBS_EXEC/bin/qmgr -c`` gives (the double's
+    command runs the same ``ops.qmgr``), without an interpreter start per directive."""
+
+    def __init__(self, server: PbsServer) -> None:
+        super().__init__(pbs_exec=str(server.exec_dir))
+        self.conf = server.conf
+
+    def call(self, command: str) -> subprocess.CompletedProcess:
+        argv = [self.path, "-c", command]
+        try:
+            stdout = ops.qmgr(self.conf, ops.Requestor("root"), command)
+        except ops.PbsError as exc:
+            return subprocess.CompletedProcess(argv, exc.exit_code, "", exc.message + "\n")
+        return subprocess.CompletedProcess(argv, 0, stdout, "")
 
 
 class StagingSite:
@@ -37,7 +66,11 @@ class StagingSite:
                  poll_interval: float = 0.5, cycle_budget: float = 3.0,
                  fatal_fault_window: float = 2.0, orphan_grace: float = 60.0,
                  agent_overrides: Optional[dict] = None, user: Optional[str] = None,
-                 active_tasks_per_identity: int = 3, extra_config: Optional[dict] = None) -> None:
+                 active_tasks_per_identity: int = 3, extra_config: Optional[dict] = None,
+                 install: str = "command") -> None:
+        if install not in INSTALL_MODES:
+            raise ValueError(f"install={install!r}: expected one of {', '.join(INSTALL_MODES)}")
+        self.install_mode = install
         self.root = Path(root)
         self.user = user or pwd.getpwuid(os.getuid()).pw_name
         self.site_dir = self.root / "site-fs"          # the site's filesystem (its collection)
@@ -72,9 +105,25 @@ class StagingSite:
         self.identity_id = self.add_user(self.user)
         self.pbs.install_commands()
         self._write_config()
-        self.cli("install", "--python", sys.executable, "--freq", "1", "--alarm", "30")
+        self.install()
         self._started = True
         return self
+
+    def install(self) -> None:
+        """``globus-staging install`` with the site's periodic-hook settings."""
+        args = ("install", "--python", sys.executable, "--freq", "1", "--alarm", "30")
+        if self.install_mode == "command":
+            self.cli(*args)
+            return
+        import io
+
+        from pbs_globus_staging.cli import build_parser
+        from pbs_globus_staging.commands.install import install_suite
+        parsed = build_parser().parse_args(["--config", str(self.config_path), *args])
+        out = io.StringIO()
+        rc = install_suite(parsed, qmgr=DoubleQmgr(self.pbs), environ=self.env(), out=out)
+        if rc != 0:
+            raise AssertionError(f"globus-staging install exited {rc}:\n{out.getvalue()}")
 
     def add_user(self, user: str) -> str:
         """A Globus identity for ``user``, access to their own areas, and the
