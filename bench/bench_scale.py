@@ -321,7 +321,9 @@ def verdicts(results: List[dict]) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=("one-user", "many-users", "array", "steady", "all"))
+    parser.add_argument("scenario", nargs="?", default="all",
+                        choices=("one-user", "many-users", "array", "steady", "all"),
+                        help="which scenario (default: all, as `make bench` runs it)")
     parser.add_argument("--jobs", type=int, default=1000, help="steady: staged jobs (1000)")
     parser.add_argument("--users", type=int, default=1, help="steady: users (1)")
     parser.add_argument("--subjobs", type=int, default=500, help="array: subjobs (500)")
