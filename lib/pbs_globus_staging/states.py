@@ -37,6 +37,9 @@ The vocabularies, and where each word is kept:
 ``Outcome``
     What a Globus task's state means for the job waiting on it (the
     backend's classification; never stored).
+``DeliveryStatus``
+    What became of one alert delivery (a mail, a log line, a command); the
+    alerts ledger records the ones that end.
 
 ``Request.USER_ACTION`` and ``Stage.USER_ACTION`` are the same word in two
 vocabularies: the request waits for its owner (journal), and the job is held
@@ -48,7 +51,7 @@ import enum
 
 __all__ = [
     "Word", "Stage", "JobMark", "Request", "Transfer", "Item", "Direction",
-    "GlobusStatus", "Outcome",
+    "GlobusStatus", "Outcome", "DeliveryStatus",
     "REQUEST_TRANSITIONS", "REQUEST_INITIAL", "IllegalTransition", "check_transition",
     "RUNNABLE", "EDITABLE", "FINAL_REQUEST", "LIVE_REQUEST", "LIVE_TRANSFER",
     "FINISHED_TRANSFER", "GLOBUS_LIVE", "TRANSFER_STATUS_OF", "RES_STAGEIN", "RES_STAGEOUT", "RES_STATE",
@@ -151,6 +154,16 @@ class Outcome(Word):
     WAITING_FOR_USER = "waiting_for_user"  # INACTIVE, ConsentRequired, AuthenticationFailed
     TRANSIENT = "transient"        # 429/5xx/network or a transient fault: no state change
     FATAL = "fatal"                # FAILED/EXPIRED/canceled, or a persistent fatal fault
+
+
+class DeliveryStatus(Word):
+    """What became of one alert delivery (``alerts.engine``)."""
+
+    SENT = "sent"
+    FAILED = "failed"              # will be tried again next cycle
+    DEFERRED = "deferred"          # not tried: the mail transport failed earlier in this cycle
+    ABANDONED = "abandoned"        # failed, and no more tries (recorded in the ledger)
+    SUPPRESSED = "suppressed"      # not sent on purpose (-m n, no usable address)
 
 
 # ---------------------------------------------------------------------------

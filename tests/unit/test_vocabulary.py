@@ -1,12 +1,11 @@
 """No state word is spelled outside the vocabulary modules (states.py, events.py).
 
 Scanned: every module of ``lib/pbs_globus_staging`` except states.py and
-events.py themselves and the test doubles (``testing/``, ``emulator/``,
-``demo.py``: they are moving to the separate sim package).  The PBS hook
-scripts under ``data/hooks`` are scanned too.
+events.py themselves (the test doubles are not in it: they are the separate
+``sim/`` package).  The PBS hook scripts under ``data/hooks`` are scanned too.
 
 The words: every value of ``states.Stage``, ``JobMark``, ``Request``,
-``Transfer``, ``Item``, ``Direction``, ``GlobusStatus``, ``Outcome`` and of
+``Transfer``, ``Item``, ``Direction``, ``GlobusStatus``, ``Outcome``, ``DeliveryStatus`` and of
 ``events.Kind`` and ``events.History``.
 
 Some of those words are also ordinary strings ("in", "out", "new", "active",
@@ -65,8 +64,8 @@ from pbs_globus_staging import events, states
 
 PKG = Path(__file__).resolve().parents[2] / "lib" / "pbs_globus_staging"
 VOCABULARIES = (states.Stage, states.JobMark, states.Request, states.Transfer, states.Item,
-                states.Direction, states.GlobusStatus, states.Outcome, events.Kind,
-                events.History)
+                states.Direction, states.GlobusStatus, states.Outcome, states.DeliveryStatus,
+                events.Kind, events.History)
 WORDS = {m.value for v in VOCABULARIES for m in v}
 DISTINCTIVE = {w for w in WORDS if "-" in w or "_" in w}
 PLAIN = WORDS - DISTINCTIVE

@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Protocol
 
+from ..states import DeliveryStatus
+
 # --------------------------------------------------------------------------- deliveries
 
-SENT = "sent"
-FAILED = "failed"            # will be tried again next cycle
-DEFERRED = "deferred"        # not tried: the mail transport failed earlier in this cycle
-ABANDONED = "abandoned"      # failed, and no more tries (recorded in the ledger)
-SUPPRESSED = "suppressed"    # not sent on purpose (-m n, no usable address)
+# The words are states.DeliveryStatus's; these names are the alerts package's own API.
+SENT = DeliveryStatus.SENT
+FAILED = DeliveryStatus.FAILED
+DEFERRED = DeliveryStatus.DEFERRED
+ABANDONED = DeliveryStatus.ABANDONED
+SUPPRESSED = DeliveryStatus.SUPPRESSED
 
 
 class Ledger(Protocol):
