@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tasks and --repeat must be >= 1")
 
     from pbs_globus_staging.credentials import ClientCredentialsProvider
-    from pbs_globus_staging_sim.emulator import GlobusEmulator
     from pbs_globus_staging.globus_backend import GlobusBackend
+    from pbs_globus_staging_sim.emulator import GlobusEmulator
 
     with tempfile.TemporaryDirectory(prefix="bench-poll-") as tmp_name:
         tmp = Path(tmp_name)

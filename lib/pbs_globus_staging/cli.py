@@ -45,24 +45,24 @@ COMMANDS = (agent, install, uninstall, files, show, status, login, check, retry,
 PLUGIN_GROUP = "pbs_globus_staging.commands"
 
 
-def plugin_commands() -> list:
-    """The command modules other installed distributions register, by name; one that
-    fails to load is left out with one line on stderr (the product's commands still work)."""
+def add_plugin_commands(sub) -> None:
+    """Add the commands other installed distributions register, after the product's own.
+    A name the CLI already has is not even loaded (a plugin cannot replace ``show``); one
+    that fails to load is left out with one line on stderr (the rest still work)."""
     from importlib.metadata import entry_points
     found = entry_points()
     eps = (found.select(group=PLUGIN_GROUP) if hasattr(found, "select")   # 3.10+
            else found.get(PLUGIN_GROUP, ()))
-    modules = {}
     for ep in sorted(eps, key=lambda e: e.name):
-        if ep.name in modules or any(c.__name__.rsplit(".", 1)[-1] == ep.name
-                                     for c in COMMANDS):
+        if ep.name in sub.choices:
             continue
         try:
-            modules[ep.name] = ep.load()
+            module = ep.load()
         except Exception as exc:  # noqa: BLE001 -- another package's bug, not ours to raise
             print(f"globus-staging: command {ep.name!r} from {ep.value} not loaded "
                   f"({type(exc).__name__}: {exc})", file=sys.stderr)
-    return list(modules.values())
+            continue
+        module.register(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in (*COMMANDS, *plugin_commands()):
+    for command in COMMANDS:
         command.register(sub)
+    add_plugin_commands(sub)
     return p
 
 

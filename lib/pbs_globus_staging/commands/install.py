@@ -57,13 +57,9 @@ def _forward_env(environ: Mapping[str, str]) -> dict:
     return {k: environ[k] for k in keys if environ.get(k)}
 
 
-def cmd_install(args) -> int:
-    return install_suite(args)
-
-
-def install_suite(args, *, qmgr=None, environ: Optional[Mapping[str, str]] = None,
-                  out=None) -> int:
-    """What ``install`` does; ``qmgr`` (an ``installer.Qmgr``) and ``environ`` are the
+def cmd_install(args, *, qmgr=None, environ: Optional[Mapping[str, str]] = None,
+                out=None) -> int:
+    """``install``; ``qmgr`` (an ``installer.Qmgr``), ``environ`` and ``out`` are the
     command's own by default (the test sites pass the double's, in-process)."""
     out = sys.stdout if out is None else out
     installer, cfg, pbs_exec, cf_path, plan, data = installer_inputs(args, environ=environ)

@@ -28,7 +28,6 @@ from .pbsdouble.server import IMPORT_DIRS
 from .site import NATIVE_CLIENT, REMOTE_COLLECTION, SITE_COLLECTION
 
 
-
 def real_qstat() -> Optional[str]:
     path = shutil.which("qstat")
     if not path:

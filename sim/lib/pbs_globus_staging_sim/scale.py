@@ -17,17 +17,15 @@ from typing import Dict, List, Optional
 
 import globus_sdk
 
+from pbs_globus_staging import siteconfig
 from pbs_globus_staging.agent import Agent, CycleStats
-from .emulator import GlobusEmulator
 from pbs_globus_staging.globus_backend import GlobusBackend
 from pbs_globus_staging.journal import Journal
 from pbs_globus_staging.pbsctl import PbsCommands
-from pbs_globus_staging import siteconfig
-from .fakepbs import FakePbs
 
-NATIVE_CLIENT = "5e1c0d2a-7b3f-4e8a-9c6d-2f1e0a9b8c7d"
-SITE_COLLECTION = "6a1c5f3e-2b7d-4c1a-9e0f-3d2c1b0a9f8e"
-REMOTE_COLLECTION = "08925f04-569f-11e7-bef8-22000b9a448b"
+from .emulator import GlobusEmulator
+from .fakepbs import FakePbs
+from .site import NATIVE_CLIENT, REMOTE_COLLECTION, SITE_COLLECTION
 
 
 class StaticTokens:

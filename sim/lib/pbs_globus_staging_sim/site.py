@@ -118,10 +118,10 @@ class StagingSite:
         import io
 
         from pbs_globus_staging.cli import build_parser
-        from pbs_globus_staging.commands.install import install_suite
+        from pbs_globus_staging.commands.install import cmd_install
         parsed = build_parser().parse_args(["--config", str(self.config_path), *args])
         out = io.StringIO()
-        rc = install_suite(parsed, qmgr=DoubleQmgr(self.pbs), environ=self.env(), out=out)
+        rc = cmd_install(parsed, qmgr=DoubleQmgr(self.pbs), environ=self.env(), out=out)
         if rc != 0:
             raise AssertionError(f"globus-staging install exited {rc}:\n{out.getvalue()}")
 
